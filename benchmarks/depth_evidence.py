@@ -191,8 +191,8 @@ def main() -> int:
         if args.publish:
             target = REPO / "docs" / "depth" / dataset
             target.mkdir(parents=True, exist_ok=True)
-            for name in ("report.md", "compare.json", "lesion.png", "paths.png", "linearize.png",
-                         "effective_depth.png"):
+            # The raw compare.json (about 150 kB per dataset) stays in the work folder.
+            for name in ("report.md", "lesion.png", "paths.png", "linearize.png", "effective_depth.png"):
                 shutil.copy2(out_dir / name, target / name)
     minutes = (time.perf_counter() - start) / 60
     lines = ["# Depth evidence: the papers' claims against the measurements", "",

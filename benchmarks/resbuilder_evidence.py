@@ -52,7 +52,7 @@ MACS_FRACTION = 0.5
 
 # Sized so that the full run takes about an hour on 2 CPU cores: 2 datasets x 2 seeds x 3 methods.
 SCALES = {
-    "full": {"seeds": [0, 1], "epochs": 30, "train_per_class": 120, "test_per_class": 100, "batch_size": 64},
+    "full": {"seeds": [0, 1], "epochs": 30, "train_per_class": 120, "test_per_class": 500, "batch_size": 64},
     "tiny": {"seeds": [0], "epochs": 6, "train_per_class": 10, "test_per_class": 10, "batch_size": 32},
 }
 

@@ -80,6 +80,30 @@ def test_a_plan_deletes_what_fell_below_the_threshold(tmp_path: Path) -> None:
     assert [op for op, _ in hook.plan(trainer.model, segment=1, accuracy=0.9)] == ["insert"]
 
 
+def test_a_strength_is_the_shrink_of_one_segment_whatever_its_length(tmp_path: Path) -> None:
+    """Without data, the proximal steps of one segment at the base learning rate lower a block's RMS gain by
+    exactly ``layer_lasso``, however many steps the segment has; fine-tuning applies none."""
+    for batch_size in (64, 16):  # 4 and 15 steps per epoch
+        hook = ResBuilderHook(ResBuilderConfig(layer_lasso=0.3, width_lasso=0.0))
+        trainer = digits_trainer(tmp_path / str(batch_size), hook, *SMALL, f"train.batch_size={batch_size}",
+                                 "schedule.name=constant", "schedule.warmup_epochs=0", "train.epochs=16")
+        hook.on_train_start(trainer)
+        block = trainer.model.layer1[0].bn2
+        with torch.no_grad():
+            block.weight.fill_(1.0)
+            block.bias.zero_()
+        segment_steps = trainer.steps_per_epoch * hook.schedule.search_epochs // len(hook.schedule.ends)
+        trainer.epoch = 0
+        for step in range(segment_steps):
+            hook.on_step_end(trainer, step + 1)
+        rms = torch.cat([block.weight, block.bias]).norm().item() / (2 * block.weight.numel()) ** 0.5
+        assert rms == pytest.approx(1 / 2**0.5 - 0.3, rel=1e-4)
+        trainer.epoch = hook.schedule.last_search_epoch + 1
+        hook.on_step_end(trainer, segment_steps + 1)
+        assert torch.cat([block.weight, block.bias]).norm().item() / (2 * block.weight.numel()) ** 0.5 == \
+            pytest.approx(rms, rel=1e-6)
+
+
 def test_reslab_build_on_digits(tmp_path: Path) -> None:
     # Six epochs of a few steps give an inserted block no time to grow or decay on its own, so the deletion
     # threshold is raised to see the deletion happen; everything else is the default configuration.
@@ -91,6 +115,10 @@ def test_reslab_build_on_digits(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
     assert "inserted" in kinds and "deleted" in kinds
+    # Fine-tuning (epochs 4 and 5) starts the learning-rate schedule again.
+    assert [e["start_epoch"] for e in events if e["kind"] == "schedule_restarted"] == [4]
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[4] > lrs[3]
     summary = json.loads((run / "summary.json").read_text())
     history = json.loads((run / "resbuilder.json").read_text())["history"]
     assert len(summary["macs_history"]) == len(history) == 6

@@ -19,6 +19,7 @@ from reslab.builder import (
     insert_block,
     layer_lasso,
     removable_blocks,
+    shrink_blocks,
 )
 from reslab.builder.channels import BLOCK_LAYOUTS
 from reslab.builder.penalties import channel_costs, group_matrix
@@ -85,6 +86,69 @@ def test_layer_lasso_gradient_of_a_silent_block_is_zero_not_nan() -> None:
     layer_lasso(model).backward()
     assert torch.all(model.layer1[1].bn2.weight.grad == 0)
     assert torch.all(model.layer1[0].bn2.weight.grad != 0)
+
+
+def _flat(model: nn.Module, names: list[str]) -> torch.Tensor:
+    params = dict(model.named_parameters())
+    return torch.cat([params[n].detach().reshape(-1) for n in names])
+
+
+def assert_is_proximal_step(model: nn.Module, step, penalty, names: list[str], amount: float) -> None:
+    """``step(model, amount)`` gives y = argmin 1/2 ||y - x||^2 + amount * penalty(y) over the parameters
+    ``names``: the objective at y is no larger than at any of many random points near it (it is convex)."""
+    x = _flat(model, names)
+    step(model, amount)
+    y = _flat(model, names)
+    params = dict(model.named_parameters())
+    sizes = [params[n].numel() for n in names]
+
+    def objective(v: torch.Tensor) -> float:
+        with torch.no_grad():
+            for n, part in zip(names, v.split(sizes), strict=True):
+                params[n].copy_(part.view_as(params[n]))
+            return (0.5 * (v - x).square().sum() + amount * penalty(model)).item()
+
+    best = objective(y)
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1e-1, 1e-2, 1e-3):
+        for _ in range(20):
+            assert objective(y + scale * torch.randn(y.shape, generator=gen, dtype=y.dtype)) >= best - 1e-9
+    objective(y)  # leave the model at the step's result
+
+
+@pytest.mark.parametrize("kind", ["basic", "wide_basic", "pyramid_bottleneck"])
+def test_shrink_blocks_is_the_proximal_step_of_the_layer_lasso(kind: str) -> None:
+    model = randomised(SPECS[kind](), dtype=torch.float64)
+    if not removable_blocks(model):
+        model = insert_block(model, 1, 1, gain=0.7).model
+    blocks = removable_blocks(model)
+    producers = {f"layer{s + 1}.{b}.{BLOCK_LAYOUTS[model.spec.stages[s][b].kind].out_producer}"
+                 for s, b in blocks}
+    names = [n for n, _ in model.named_parameters() if n.rpartition(".")[0] in producers]
+    assert_is_proximal_step(model, lambda m, a: shrink_blocks(m, blocks, a),
+                            lambda m: layer_lasso(m, blocks), names, amount=0.05)
+
+
+def test_shrink_blocks_lowers_the_rms_gain_by_the_amount_and_zeroes_weak_blocks() -> None:
+    model = randomised(reslab.make_spec("resnet20"))
+    stages = model.stages()
+    with torch.no_grad():
+        stages[0][1].bn2.weight.mul_(0.01)
+        stages[0][1].bn2.bias.mul_(0.01)
+    before = {b: branch_gain(stages[b[0]][b[1]]).clone() for b in removable_blocks(model)}
+    shrink_blocks(model, removable_blocks(model), 0.05)
+    for (s, b), gain in before.items():
+        after = branch_gain(stages[s][b])
+        rms = gain.norm().item() / math.sqrt(gain.numel())
+        if rms <= 0.05:
+            assert torch.all(after == 0)  # exactly zero: the deletion test will find it
+        else:
+            assert after.norm().item() / math.sqrt(gain.numel()) == pytest.approx(rms - 0.05, rel=1e-5)
+            torch.testing.assert_close(after / after.norm(), gain / gain.norm())  # direction kept
+    assert block_strengths(model)[(0, 1)] == 0.0
+    downsampling = model.layer2[0].bn2.weight.clone()
+    shrink_blocks(model, removable_blocks(model), 0.05)
+    torch.testing.assert_close(model.layer2[0].bn2.weight, downsampling)  # not removable: not shrunk
 
 
 # -- width penalty --------------------------------------------------------------------------------------
@@ -209,3 +273,28 @@ def test_the_width_threshold_is_relative_to_the_groups_strongest_channel() -> No
         bn.bias.mul_(0.2)
     torch.testing.assert_close(outputs(model, x, train=True), before, atol=1e-3, rtol=1e-3)
     assert widths.keep(model, 1e-2)["layer1.0.w0"] == [c for c in range(16) if c != 3]
+
+
+@pytest.mark.parametrize("kind", ["basic", "basic_projection", "bottleneck", "wide_basic", "pyramid_basic"])
+def test_width_shrink_is_the_proximal_step_of_the_width_penalty(kind: str) -> None:
+    model = randomised(SPECS[kind](), dtype=torch.float64)
+    widths = WidthPenalty(model, INPUT)
+    layout = widths.layout
+    names = sorted({f"{m.module}.{'bias' if m.kind == 'consumer' else 'weight'}" for g in layout.widths
+                    for m in layout.members[g]}
+                   | {f"{m.module}.bias" for g in layout.widths for m in layout.members[g] if m.kind != "conv"})
+    assert_is_proximal_step(model, widths.shrink, widths.penalty, names, amount=0.02)
+
+
+def test_width_shrink_zeroes_weak_channels_so_they_are_cut() -> None:
+    model = randomised(reslab.make_spec("resnet8"))
+    widths = WidthPenalty(model, INPUT)
+    bn = model.layer1[0].bn1  # an internal width, followed by a ReLU
+    with torch.no_grad():
+        bn.weight[[2, 5]] = 1e-3
+        bn.bias[2], bn.bias[5] = -0.3, 1e-3
+    weight = widths.weights["layer1.0.w0"]
+    widths.shrink(model, 0.01 / weight)  # moves each row of this group by 0.01 in norm
+    assert bn.weight[2] == 0 and bn.weight[5] == 0 and bn.bias[5] == 0
+    assert bn.bias[2].item() == pytest.approx(-0.3)  # a silent shift is no part of the penalty: left alone
+    assert widths.keep(model, 0.0)["layer1.0.w0"] == [c for c in range(16) if c not in (2, 5)]

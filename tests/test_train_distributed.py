@@ -123,7 +123,13 @@ def test_two_process_torchrun_matches_its_single_process_equivalent(tmp_path):
     rank0, _ = load_state(tmp_path / "exact_rank0.safetensors")
 
     config = load_config(config_path)
-    model, losses = reference(config, tmp_path, world_size=2)
+    # The workers run one thread each; so does the reference, or its float reductions differ in order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, losses = reference(config, tmp_path, world_size=2)
+    finally:
+        torch.set_num_threads(threads)
     for name, param in model.named_parameters():
         assert torch.allclose(rank0[name], param.detach(), rtol=1e-4, atol=1e-5), name
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

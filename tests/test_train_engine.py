@@ -281,3 +281,42 @@ def test_a_spec_file_is_fitted_to_the_data(tmp_path):
     assert got.name == "plain_resnet14" and got.in_chans == 1 and got.num_classes == 10
     assert [b.shortcut for _, _, b in got.blocks()] == ["none"] * 6
     assert trainer.config.run_name == "digits_net"
+
+
+class RestartAt(Hook):
+    """Restarts the schedule at the end of one epoch; optionally stops the run (as a crash would) later."""
+
+    def __init__(self, epoch: int, crash_at: int | None = None) -> None:
+        self.epoch, self.crash_at = epoch, crash_at
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.crash_at:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.epoch:
+            trainer.restart_schedule()
+
+
+def test_restart_schedule_starts_the_lr_again_and_survives_a_resume(tmp_path):
+    overrides = ["train.epochs=5", "train.batch_size=256", "schedule.name=cosine", "optim.lr=0.1",
+                 "train.progress=none", "output.tensorboard=false", "output.checkpoint_every=1",
+                 "data.train_per_class=60"]
+    config = load_config(None, overrides)
+
+    def lrs(run_dir):
+        return [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    straight = Trainer(config, [RestartAt(1)], run_dir=tmp_path / "straight")
+    straight.fit()
+    crashed = Trainer(config, [RestartAt(1, crash_at=3)], run_dir=tmp_path / "crashed")
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    resumed = Trainer(config, [RestartAt(1)], run_dir=tmp_path / "crashed", resume=True)
+    resumed.fit()
+    first = lrs(tmp_path / "straight")
+    # Epochs 0-1 follow the 5-epoch cosine; epochs 2-4 a fresh 3-epoch cosine from the base rate.
+    assert first[1] < first[2] and first[2] > 0.05 and first[4] == pytest.approx(0.0, abs=1e-9)
+    assert lrs(tmp_path / "crashed")[-3:] == pytest.approx(first[-3:], rel=1e-12)
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)

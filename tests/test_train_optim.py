@@ -87,6 +87,25 @@ def test_restored_scheduler_continues_at_the_same_step():
     assert fresh_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
+def test_a_restarted_schedule_runs_again_over_the_remaining_epochs():
+    cfg = ScheduleConfig(name="cosine")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    scheduler = make_scheduler(opt, cfg, 0.1, 5, 10)
+    for _ in range(30):  # six epochs on the original schedule
+        opt.step()
+        scheduler.step()
+    assert opt.param_groups[0]["lr"] < 0.05
+    restarted = make_scheduler(opt, cfg, 0.1, 5, 10, start_epoch=6)
+    restore_scheduler(restarted, scheduler_position(scheduler))
+    seen = []
+    for _ in range(20):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        restarted.step()
+    assert seen == pytest.approx(lrs(cfg, 5, 4))  # the 4-epoch cosine, from the base rate down
+
+
 def test_no_decay_groups_hold_norm_parameters_and_biases():
     model = reslab.create_model("resnet8")
     decay, no_decay = param_groups(model, 5e-4, no_decay_bn_bias=True)

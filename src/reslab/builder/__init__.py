@@ -12,7 +12,7 @@
 from .channels import ChannelLayout, channel_layout
 from .config import ResBuilderConfig, ResBuilderConfigError
 from .hook import FOUND_SPEC, ResBuilderHook, make_hook
-from .penalties import WidthPenalty, block_strengths, branch_gain, layer_lasso, removable_blocks
+from .penalties import WidthPenalty, block_strengths, branch_gain, layer_lasso, removable_blocks, shrink_blocks
 from .schedule import Schedule, choose_insertion, insertion_points, make_schedule
 from .surgery import (
     Carry,
@@ -34,5 +34,5 @@ __all__ = [
     "ResBuilderHook", "Schedule", "SurgeryError", "WidthPenalty", "block_strengths", "branch_gain",
     "carry_optimizer_state", "channel_layout", "choose_insertion", "compose", "cut_channels", "delete_block",
     "delete_blocks", "insert_block", "insertion_points", "layer_lasso", "load_carried_state", "make_hook",
-    "make_schedule", "new_block_spec", "removable_blocks", "why_not_deletable",
+    "make_schedule", "new_block_spec", "removable_blocks", "shrink_blocks", "why_not_deletable",
 ]

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ..build import ResNet
 from ..profile import profile
 from ..spec import NetSpec
@@ -25,7 +23,7 @@ from ..train.distributed import broadcast_object
 from ..train.hooks import Hook
 from .channels import block_prefix, channel_layout
 from .config import ResBuilderConfig
-from .penalties import WidthPenalty, block_strengths, layer_lasso, removable_blocks
+from .penalties import WidthPenalty, block_strengths, removable_blocks, shrink_blocks
 from .report import write_report
 from .schedule import DELETE, INSERT, NARROW, Schedule, choose_insertion, make_schedule, signature
 from .surgery import (
@@ -69,17 +67,25 @@ class ResBuilderHook(Hook):
     def searching(self, trainer) -> bool:
         return self.schedule is not None and trainer.epoch <= self.schedule.last_search_epoch
 
-    def extra_loss(self, trainer) -> torch.Tensor | None:
+    def on_step_end(self, trainer, step: int) -> None:
+        """The penalties' proximal steps (see ``penalties``); none while fine-tuning.
+
+        A strength is the distance the penalty alone moves a unit gain toward zero over one segment at the
+        base learning rate; each step takes its share, scaled by the learning rate of the moment (as a
+        gradient step would be). So the same strength means the same on a 500-step CPU run and a 200,000-step
+        GPU run, where a per-step strength would be 400 times stronger on the long run than on the short.
+        """
         if not self.searching(trainer):
-            return None  # fine-tuning: the found architecture trains without penalties
+            return  # fine-tuning: the found architecture trains without penalties
         model = trainer.model
         if self._penalty_spec is not model.spec:  # a new architecture: new groups and FLOP weights
             self._width = WidthPenalty(model, self.input_size)
             self._blocks = removable_blocks(model)
             self._penalty_spec = model.spec
-        cfg = self.config
-        depth = layer_lasso(model, self._blocks)
-        return cfg.layer_lasso * depth + cfg.width_lasso * self._width.penalty(model)
+        steps_per_segment = trainer.steps_per_epoch * self.schedule.search_epochs / len(self.schedule.ends)
+        share = trainer.optimizer.param_groups[0]["lr"] / trainer.config.optim.lr / steps_per_segment
+        shrink_blocks(model, self._blocks, self.config.layer_lasso * share)
+        self._width.shrink(model, self.config.width_lasso * share)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
         model = trainer.model
@@ -99,6 +105,9 @@ class ResBuilderHook(Hook):
         plan = self.plan(model, segment, accuracy) if trainer.is_main else None
         plan = broadcast_object(plan)  # rank 0 decides; every rank applies the same edits
         self.apply(trainer, plan, accuracy)
+        if (epoch == self.schedule.last_search_epoch and self.config.finetune_restart
+                and epoch + 1 < trainer.config.train.epochs):
+            trainer.restart_schedule()  # the found network fine-tunes on a fresh schedule
 
     def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
         summary["macs_history"] = [row["macs"] for row in self.history]

@@ -15,6 +15,13 @@ channel (Gordon et al. 2018, MorphNet). Costs are divided by their channel-weigh
 the same on 28x28 and 224x224 inputs. A channel is cut when every member is below the width threshold
 (producers' gamma and beta; ReLU-followed BNs only a positive beta; consumer BNs the constant they emit),
 relative to the group's strongest channel (see ``WidthPenalty.keep``).
+
+**How they are applied: proximal steps.** Both penalties are applied as proximal steps after each optimizer
+step (``shrink_blocks``, ``WidthPenalty.shrink``: group soft-thresholding, as in ISTA), not as loss terms.
+A loss term's pull depends on the optimizer (momentum multiplies it, Adam normalises it away) and only ever
+brings a group *near* zero; a proximal step moves each group straight toward zero by a set amount and sets
+it exactly to zero when the data's pull is weaker, which is what the deletion and cut tests look for. The
+caller (``ResBuilderHook``) sets the amount per step so that a strength means the same on any schedule.
 """
 
 from __future__ import annotations
@@ -44,6 +51,29 @@ def branch_gain(block: nn.Module) -> torch.Tensor:
     if isinstance(producer, nn.BatchNorm2d):
         return torch.cat([producer.weight, producer.bias])
     return producer.weight.reshape(-1)
+
+
+def _gain_parameters(block: nn.Module) -> list[torch.Tensor]:
+    """The parameters ``branch_gain`` flattens, in its order."""
+    producer = getattr(block, BLOCK_LAYOUTS[block.spec.kind].out_producer)
+    return [producer.weight, producer.bias] if isinstance(producer, nn.BatchNorm2d) else [producer.weight]
+
+
+@torch.no_grad()
+def shrink_blocks(model: ResNet, blocks: list[tuple[int, int]], amount: float) -> None:
+    """Proximal step of the layer LASSO, in place: each block's gain vector g (n values) is moved toward zero
+    by ``amount * sqrt(n)`` in norm, i.e. its root-mean-square value drops by ``amount``, and becomes exactly
+    zero when it is smaller than that (g <- g * max(0, 1 - amount * sqrt(n) / ||g||))."""
+    if amount <= 0:
+        return
+    stages = model.stages()
+    for s, b in blocks:
+        params = _gain_parameters(stages[s][b])
+        norm = torch.linalg.vector_norm(torch.cat([p.reshape(-1) for p in params]))
+        n = sum(p.numel() for p in params)
+        factor = torch.clamp(1 - amount * math.sqrt(n) / norm.clamp_min(1e-30), min=0.0)
+        for p in params:
+            p.mul_(factor)
 
 
 def layer_lasso(model: ResNet, blocks: list[tuple[int, int]] | None = None) -> torch.Tensor:
@@ -153,6 +183,33 @@ class WidthPenalty:
                                                             dim=1).sum()
                  for g in self.layout.widths]
         return torch.stack(terms).sum()
+
+    @torch.no_grad()
+    def shrink(self, model: nn.Module, amount: float) -> None:
+        """Proximal step of the penalty, in place: every channel's row of member values is moved toward zero
+        by ``amount`` times its group's cost weight in norm, and set to zero when it is shorter than that.
+
+        Every member value of the channel is scaled by the same factor, except a non-positive shift of a
+        ReLU-followed BN, which ``penalty`` does not count (the ReLU makes it silent)."""
+        if amount <= 0:
+            return
+        modules = dict(model.named_modules())
+        for group, width in self.layout.widths.items():
+            norms = torch.linalg.vector_norm(group_matrix(model, self.layout, group, modules), dim=1)
+            factor = torch.clamp(1 - amount * self.weights[group] / norms.clamp_min(1e-30), min=0.0)
+            for member in self.layout.members[group]:
+                module, rows = modules[member.module], slice(member.offset, member.offset + width)
+                if member.kind == "conv":
+                    weight = module.weight[rows]
+                    weight.mul_(factor.view(-1, *([1] * (weight.dim() - 1))))
+                    continue
+                if member.kind != "consumer":
+                    module.weight[rows].mul_(factor)
+                shift = module.bias[rows]
+                if member.kind == "bn_relu":  # the penalty ignores a non-positive shift: leave it be
+                    shift.copy_(torch.where(shift > 0, shift * factor, shift))
+                else:
+                    shift.mul_(factor)
 
     @torch.no_grad()
     def scores(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -219,9 +219,8 @@ class Trainer:
             self._init_weights(model)
         self.model = model.to(self.device, memory_format=self._memory_format)
         self.optimizer = make_optimizer(self.model, config.optim)
-        self.scheduler = make_scheduler(
-            self.optimizer, config.schedule, config.optim.lr, self.steps_per_epoch, cfg.epochs
-        )
+        self.schedule_start_epoch = 0  # moved by restart_schedule
+        self.scheduler = self._new_scheduler()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         if checkpoint is not None:
@@ -308,6 +307,8 @@ class Trainer:
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         if ckpt.scheduler_state is not None:
+            self.schedule_start_epoch = int(ckpt.extra.get("schedule_start_epoch", 0))
+            self.scheduler = self._new_scheduler()
             restore_scheduler(self.scheduler, ckpt.scheduler_state)
         if ckpt.scaler_state:
             self.scaler.load_state_dict(ckpt.scaler_state)
@@ -358,7 +359,27 @@ class Trainer:
         """What the training step calls (the model, maybe wrapped by DDP and torch.compile)."""
         return self._forward_train
 
+    def _new_scheduler(self):
+        return make_scheduler(
+            self.optimizer,
+            self.config.schedule,
+            self.config.optim.lr,
+            self.steps_per_epoch,
+            self.config.train.epochs,
+            self.schedule_start_epoch,
+        )
+
     # -- API for hooks -----------------------------------------------------------------------------------
+    def restart_schedule(self) -> None:
+        """Start the learning-rate schedule again with the next epoch, over the epochs that remain (e.g. to
+        fine-tune a network whose architecture a hook has just fixed). Call it from ``on_epoch_end``; a
+        resumed run keeps the restart."""
+        position = scheduler_position(self.scheduler)
+        self.schedule_start_epoch = self.epoch + 1
+        self.scheduler = self._new_scheduler()
+        restore_scheduler(self.scheduler, position)
+        self.event("schedule_restarted", start_epoch=self.schedule_start_epoch)
+
     def set_model(
         self, new_model: nn.Module, optimizer_state_for: Callable[[str], dict | None] | None = None
     ) -> None:
@@ -380,13 +401,7 @@ class Trainer:
                     self.optimizer.state[param] = {
                         k: (v.to(param.device) if isinstance(v, Tensor) else v) for k, v in state.items()
                     }
-        self.scheduler = make_scheduler(
-            self.optimizer,
-            self.config.schedule,
-            self.config.optim.lr,
-            self.steps_per_epoch,
-            self.config.train.epochs,
-        )
+        self.scheduler = self._new_scheduler()
         restore_scheduler(self.scheduler, position)
         self._wrap()
         self.event(
@@ -621,6 +636,7 @@ class Trainer:
             extra={
                 "best_val_accuracy": self.best_val_accuracy,
                 "best_epoch": self.best_epoch,
+                "schedule_start_epoch": self.schedule_start_epoch,
                 "wall_time_s": self._elapsed(),
                 "train_images": self._train_images,
                 "train_time_s": self._train_time,

@@ -89,10 +89,24 @@ def lr_factor_fn(
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int
+    optimizer: torch.optim.Optimizer,
+    cfg: ScheduleConfig,
+    base_lr: float,
+    steps_per_epoch: int,
+    epochs: int,
+    start_epoch: int = 0,
 ) -> LambdaLR:
-    """A per-step ``LambdaLR`` (call ``scheduler.step()`` after every optimizer step)."""
-    return LambdaLR(optimizer, lr_factor_fn(cfg, base_lr, steps_per_epoch, epochs))
+    """A per-step ``LambdaLR`` (call ``scheduler.step()`` after every optimizer step).
+
+    With ``start_epoch`` > 0 the schedule starts (again) at that epoch and runs over the remaining
+    ``epochs - start_epoch``; its steps still count from the start of training, so checkpoints hold one
+    position whatever the restarts.
+    """
+    if start_epoch == 0:
+        return LambdaLR(optimizer, lr_factor_fn(cfg, base_lr, steps_per_epoch, epochs))
+    factor = lr_factor_fn(cfg, base_lr, steps_per_epoch, max(1, epochs - start_epoch))
+    offset = start_epoch * steps_per_epoch
+    return LambdaLR(optimizer, lambda step: factor(max(0, step - offset)))
 
 
 def scheduler_position(scheduler: LambdaLR) -> dict:
@@ -106,7 +120,11 @@ def restore_scheduler(scheduler: LambdaLR, position: dict) -> None:
     state = scheduler.state_dict()
     state.update(position)
     scheduler.load_state_dict(state)
-    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+    # Recomputed from this scheduler's factors (not the saved last rate), so a restarted schedule takes effect.
+    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas,
+                                                                        strict=True)]
+    scheduler._last_lr = lrs
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
 
 
