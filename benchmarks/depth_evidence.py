@@ -19,17 +19,17 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cifar_folder import unpack_cifar
 
 from reslab.analysis import LinearizeConfig, StudyOptions, compare
 from reslab.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-CIFAR_TAR = SHARED / "cifar10-jpg" / "cifar10-jpg.tar.gz"
 
 # Sized so that the full run takes about an hour on 2 idle CPU cores: 2 datasets x 3 seeds x 2 twins of
 # ResNet-20, about 360k training image passes in all (see planned_passes) at 100-150 images/s.
@@ -69,24 +69,10 @@ def planned_passes(scale: dict, datasets: list[str]) -> int:
     return total
 
 
-def unpack_cifar(work: Path) -> Path:
-    """The CIFAR-10 image folder (train/<class>, test/<class>) under ``work``, unpacked once."""
-    root = work / "data" / "cifar10-jpg"
-    done = root / ".unpacked"
-    if not done.is_file():
-        if not CIFAR_TAR.is_file():
-            sys.exit(f"depth_evidence: {CIFAR_TAR} is missing (see ../shared/data/README.md)")
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        subprocess.run(["tar", "xzf", str(CIFAR_TAR), "-C", str(root)], check=True)
-        done.write_text("ok\n")
-    return root
-
-
 def training_overrides(dataset: str, scale: dict, work: Path) -> list[str]:
     train = scale["train"][dataset]
     data = (["data.name=mnist", f"data.data_dir={SHARED}"] if dataset == "mnist"
-            else ["data.name=imagefolder", f"data.data_dir={unpack_cifar(work)}"])
+            else ["data.name=imagefolder", f"data.data_dir={unpack_cifar(work / 'data' / 'cifar10-jpg')}"])
     return [*data, f"data.train_per_class={train['train_per_class']}",
             f"data.test_per_class={scale['test_per_class']}", "data.val_fraction=0.1",
             "model.name=resnet20", f"train.epochs={train['epochs']}", "train.batch_size=128",

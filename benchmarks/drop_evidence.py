@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from cifar_folder import unpack_cifar
 from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.build import build
@@ -40,7 +38,6 @@ from reslab.train.engine import Trainer
 from reslab.zoo import make_spec
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_TAR = REPO.parent / "shared" / "data" / "cifar10-jpg" / "cifar10-jpg.tar.gz"
 VARIANTS = ("none", "stochastic_depth", "separated", "shakedrop")
 LABELS = {"none": "PyramidNet", "stochastic_depth": "PyramidDrop (stochastic depth)",
           "separated": "PyramidSepDrop (separated)", "shakedrop": "ShakeDrop"}
@@ -55,20 +52,6 @@ SCALES = {
 }
 FINAL_SURVIVAL = 0.5  # p_L of all three papers
 BATCH_SIZE = 128
-
-
-def unpack_cifar(work: Path) -> Path:
-    """The CIFAR-10 image folder (train/<class>, test/<class>) under ``work``, unpacked once."""
-    root = work / "data" / "cifar10-jpg"
-    done = root / ".unpacked"
-    if not done.is_file():
-        if not CIFAR_TAR.is_file():
-            sys.exit(f"drop_evidence: {CIFAR_TAR} is missing (see ../shared/data/README.md)")
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        subprocess.run(["tar", "xzf", str(CIFAR_TAR), "-C", str(root)], check=True)
-        done.write_text("ok\n")
-    return root
 
 
 def run_config(scale: dict, data_dir: Path, variant: str, seed: int):
@@ -88,7 +71,7 @@ def run_config(scale: dict, data_dir: Path, variant: str, seed: int):
 
 
 def train_all(scale: dict, work: Path) -> list[dict]:
-    data_dir = unpack_cifar(work)
+    data_dir = unpack_cifar(work / "data" / "cifar10-jpg")
     results = []
     for seed in scale["seeds"]:
         data = None  # one subset per seed, shared by its four variants

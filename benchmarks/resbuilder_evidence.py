@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+from cifar_folder import unpack_cifar
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-CIFAR_TAR = SHARED / "cifar10-jpg" / "cifar10-jpg.tar.gz"
 METHODS = ("resbuilder", "resnet20", "resnet56")
 # Relative cost of one training image-epoch, to start the longest runs first.
 COST = {"resnet56": 10.0, "resnet20": 3.0, "resbuilder": 3.0, "retrain": 3.0}
@@ -66,19 +65,6 @@ class Run:
     @property
     def name(self) -> str:
         return f"{self.dataset}_{self.method}_s{self.seed}"
-
-
-def unpack_cifar(root: Path) -> Path:
-    """The CIFAR-10 image folder (train/<class>, test/<class>) at ``root``, unpacked once."""
-    done = root / ".unpacked"
-    if not done.is_file():
-        if not CIFAR_TAR.is_file():
-            sys.exit(f"resbuilder_evidence: {CIFAR_TAR} is missing (see ../shared/data/README.md)")
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        subprocess.run(["tar", "xzf", str(CIFAR_TAR), "-C", str(root)], check=True)
-        done.write_text("ok\n")
-    return root
 
 
 def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path) -> list[str]:
