@@ -51,7 +51,7 @@ def test_bad_settings_name_the_key(section, message: str) -> None:
 
 # -- schedule -------------------------------------------------------------------------------------------
 def test_default_schedule_has_the_papers_seven_cycles_when_the_run_is_long_enough() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=40)
+    schedule = make_schedule(ResBuilderConfig(), epochs=60)  # half the epochs search
     assert (schedule.search_epochs, schedule.cycles, schedule.segments_per_cycle) == (30, 7, 4)
     assert len(schedule.ends) == 28 and schedule.ends[-1] == 29
     assert all(a < b for a, b in zip(schedule.ends, schedule.ends[1:], strict=False))
@@ -63,10 +63,11 @@ def test_default_schedule_has_the_papers_seven_cycles_when_the_run_is_long_enoug
 
 
 def test_short_runs_get_fewer_cycles_and_too_short_ones_an_error() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=10)  # 7 search epochs hold one 4-segment cycle
+    schedule = make_schedule(ResBuilderConfig(), epochs=14)  # 7 search epochs hold one 4-segment cycle
     assert (schedule.cycles, schedule.ends) == (1, (0, 2, 4, 6))
-    with pytest.raises(ResBuilderConfigError, match="train for at least 6 epochs"):
-        make_schedule(ResBuilderConfig(), epochs=5)
+    assert make_schedule(ResBuilderConfig(), epochs=40).cycles == 5  # 20 search epochs: 5 cycles
+    with pytest.raises(ResBuilderConfigError, match="train for at least 8 epochs"):
+        make_schedule(ResBuilderConfig(), epochs=7)
 
 
 # -- insertion strategy -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ SMALL = ["data.train_per_class=40", "train.batch_size=64"]
 
 
 def digits_trainer(tmp_path: Path, hook: ResBuilderHook, *overrides: str) -> Trainer:
-    config = load_config(None, [*QUIET, "train.epochs=6", *overrides])
+    config = load_config(None, [*QUIET, "train.epochs=8", *overrides])
     return Trainer(config, [hook], run_dir=tmp_path / "run")
 
 
@@ -80,48 +80,57 @@ def test_a_plan_deletes_what_fell_below_the_threshold(tmp_path: Path) -> None:
     assert [op for op, _ in hook.plan(trainer.model, segment=1, accuracy=0.9)] == ["insert"]
 
 
-def test_a_strength_is_the_shrink_of_one_segment_whatever_its_length(tmp_path: Path) -> None:
-    """Without data, the proximal steps of one segment at the base learning rate lower a block's RMS gain by
-    exactly ``layer_lasso``, however many steps the segment has; fine-tuning applies none."""
+def test_each_step_is_the_proximal_step_at_the_learning_rate_of_the_moment(tmp_path: Path) -> None:
+    """Without data, every search step at learning rate lr lowers a block's RMS gain by lr * layer_lasso
+    (proximal SGD on loss + lambda * LASSO), however many steps a segment has; fine-tuning applies none."""
+    rms = {}
     for batch_size in (64, 16):  # 4 and 15 steps per epoch
         hook = ResBuilderHook(ResBuilderConfig(layer_lasso=0.3, width_lasso=0.0))
         trainer = digits_trainer(tmp_path / str(batch_size), hook, *SMALL, f"train.batch_size={batch_size}",
-                                 "schedule.name=constant", "schedule.warmup_epochs=0", "train.epochs=16")
+                                 "schedule.name=constant", "schedule.warmup_epochs=0", "train.epochs=16",
+                                 "optim.lr=0.05")
         hook.on_train_start(trainer)
         block = trainer.model.layer1[0].bn2
         with torch.no_grad():
             block.weight.fill_(1.0)
             block.bias.zero_()
-        segment_steps = trainer.steps_per_epoch * hook.schedule.search_epochs // len(hook.schedule.ends)
+
+        def gain_rms(bn: torch.nn.BatchNorm2d = block) -> float:
+            return torch.cat([bn.weight, bn.bias]).norm().item() / (2 * bn.weight.numel()) ** 0.5
+
         trainer.epoch = 0
-        for step in range(segment_steps):
+        for step in range(10):
             hook.on_step_end(trainer, step + 1)
-        rms = torch.cat([block.weight, block.bias]).norm().item() / (2 * block.weight.numel()) ** 0.5
-        assert rms == pytest.approx(1 / 2**0.5 - 0.3, rel=1e-4)
+        assert gain_rms() == pytest.approx(1 / 2**0.5 - 10 * 0.05 * 0.3, rel=1e-5)
+        trainer.optimizer.param_groups[0]["lr"] = 0.02  # a scheduled learning rate scales the step
+        before = gain_rms()
+        hook.on_step_end(trainer, 11)
+        assert before - gain_rms() == pytest.approx(0.02 * 0.3, rel=1e-4)
         trainer.epoch = hook.schedule.last_search_epoch + 1
-        hook.on_step_end(trainer, segment_steps + 1)
-        assert torch.cat([block.weight, block.bias]).norm().item() / (2 * block.weight.numel()) ** 0.5 == \
-            pytest.approx(rms, rel=1e-6)
+        hook.on_step_end(trainer, 12)
+        assert gain_rms() == pytest.approx(before - 0.02 * 0.3, rel=1e-4)
+        rms[batch_size] = gain_rms()
+    assert rms[64] == pytest.approx(rms[16], rel=1e-6)  # the segment's length plays no part
 
 
 def test_reslab_build_on_digits(tmp_path: Path) -> None:
-    # Six epochs of a few steps give an inserted block no time to grow or decay on its own, so the deletion
+    # Eight epochs of a few steps give an inserted block no time to grow or decay on its own, so the deletion
     # threshold is raised to see the deletion happen; everything else is the default configuration.
     args = ["build", "--data", "digits", "--out", str(tmp_path)]
-    for override in [*QUIET, *SMALL, "train.epochs=6", "resbuilder.delete_threshold=0.05"]:
+    for override in [*QUIET, *SMALL, "train.epochs=8", "resbuilder.delete_threshold=0.05"]:
         args += ["--set", override]
     assert main(args) == 0
     run = tmp_path / "digits_resbuilder"
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
     assert "inserted" in kinds and "deleted" in kinds
-    # Fine-tuning (epochs 4 and 5) starts the learning-rate schedule again.
+    # Fine-tuning (epochs 4 to 7) starts the learning-rate schedule again.
     assert [e["start_epoch"] for e in events if e["kind"] == "schedule_restarted"] == [4]
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs[4] > lrs[3]
     summary = json.loads((run / "summary.json").read_text())
     history = json.loads((run / "resbuilder.json").read_text())["history"]
-    assert len(summary["macs_history"]) == len(history) == 6
+    assert len(summary["macs_history"]) == len(history) == 8
     assert summary["macs_history"][-1] == summary["macs"] == history[-1]["macs"]
     assert summary["params"] == history[-1]["params"]
     # Each epoch's architecture is the one the previous epoch's last event left.
@@ -154,7 +163,7 @@ def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "reslab", "build", "--data", "digits", "--out", str(tmp_path)]
-    overrides = ["train.epochs=6", "train.device=cpu", "output.checkpoint_every=6",
+    overrides = ["train.epochs=8", "train.device=cpu", "output.checkpoint_every=8",
                  "resbuilder.delete_threshold=0.05"]
     for override in [*QUIET, *SMALL, *overrides]:
         command += ["--set", override]

@@ -33,7 +33,11 @@ from reslab.train import Trainer, load_config
 from reslab.train.distributed import cleanup
 
 # Two trainings in the same processes: the first creates the process group, the second reuses it.
-for tag, overrides in (("exact", []), ("drop", ["model.drop_path=stochastic_depth", "data.augment.crop_padding=1"])):
+# "exact" pins fp32 (it is compared with an fp32 reference); "drop" keeps train.precision auto, so it runs
+# bf16 autocast under DDP on CPUs with bf16 units.
+runs = (("exact", ["train.precision=fp32"]),
+        ("drop", ["train.precision=auto", "model.drop_path=stochastic_depth", "data.augment.crop_padding=1"]))
+for tag, overrides in runs:
     trainer = Trainer(load_config(sys.argv[1], overrides), run_dir=f"{sys.argv[2]}_{tag}")
     trainer.fit()
     save_state(f"{sys.argv[3]}/{tag}_rank{trainer.rank}.safetensors", trainer.model.state_dict(),
@@ -46,7 +50,7 @@ seed: 5
 data: {name: digits, train_per_class: 30}
 model: {name: resnet8}
 optim: {lr: 0.05}
-train: {epochs: 2, batch_size: 64, progress: none, device: cpu}
+train: {epochs: 2, batch_size: 64, progress: none, device: cpu, precision: fp32}
 output: {tensorboard: false}
 """
 

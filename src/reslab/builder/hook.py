@@ -70,10 +70,11 @@ class ResBuilderHook(Hook):
     def on_step_end(self, trainer, step: int) -> None:
         """The penalties' proximal steps (see ``penalties``); none while fine-tuning.
 
-        A strength is the distance the penalty alone moves a unit gain toward zero over one segment at the
-        base learning rate; each step takes its share, scaled by the learning rate of the moment (as a
-        gradient step would be). So the same strength means the same on a 500-step CPU run and a 200,000-step
-        GPU run, where a per-step strength would be 400 times stronger on the long run than on the short.
+        Each optimizer step at learning rate ``lr`` is followed by the proximal step of ``lambda * penalty``
+        with step size ``lr`` (proximal SGD, the exact form of "loss + lambda * LASSO"). The balance between
+        a group's data gradient and the penalty is then the same whatever the number of steps: a group
+        survives when the data pulls on it harder than ``lambda`` (a per-segment strength, tried first, let
+        4x more steps per segment outvote the penalty 4x and the network grew without bound).
         """
         if not self.searching(trainer):
             return  # fine-tuning: the found architecture trains without penalties
@@ -82,10 +83,9 @@ class ResBuilderHook(Hook):
             self._width = WidthPenalty(model, self.input_size)
             self._blocks = removable_blocks(model)
             self._penalty_spec = model.spec
-        steps_per_segment = trainer.steps_per_epoch * self.schedule.search_epochs / len(self.schedule.ends)
-        share = trainer.optimizer.param_groups[0]["lr"] / trainer.config.optim.lr / steps_per_segment
-        shrink_blocks(model, self._blocks, self.config.layer_lasso * share)
-        self._width.shrink(model, self.config.width_lasso * share)
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        shrink_blocks(model, self._blocks, self.config.layer_lasso * lr)
+        self._width.shrink(model, self.config.width_lasso * lr)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
         model = trainer.model

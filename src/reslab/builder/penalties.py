@@ -21,7 +21,8 @@ step (``shrink_blocks``, ``WidthPenalty.shrink``: group soft-thresholding, as in
 A loss term's pull depends on the optimizer (momentum multiplies it, Adam normalises it away) and only ever
 brings a group *near* zero; a proximal step moves each group straight toward zero by a set amount and sets
 it exactly to zero when the data's pull is weaker, which is what the deletion and cut tests look for. The
-caller (``ResBuilderHook``) sets the amount per step so that a strength means the same on any schedule.
+caller (``ResBuilderHook``) passes ``learning rate x lambda`` after every optimizer step: proximal SGD on
+loss + lambda * penalty, whose balance between data and penalty does not depend on the number of steps.
 """
 
 from __future__ import annotations
