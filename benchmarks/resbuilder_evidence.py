@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 BASELINES = ("resnet20", "resnet56")  # the target's fixed baselines
 REFERENCES = ("resnet8", "resnet14")  # more points of the fixed-depth curve
-METHODS = ("resbuilder", *BASELINES, *REFERENCES)
+FIXED = (*REFERENCES, *BASELINES)  # every fixed-depth network, cheapest first
+METHODS = ("resbuilder", *FIXED)
 # Relative cost of one training image-epoch, to start the longest runs first.
 COST = {"resnet56": 10.0, "resnet20": 3.0, "resnet14": 2.2, "resnet8": 1.2, "resbuilder": 2.0, "retrain": 1.5}
 ACCURACY_MARGIN = 0.003  # 0.3 points
@@ -144,7 +145,7 @@ def verdict(table: dict[str, dict]) -> dict:
     accuracy_ok = found["accuracy"] >= best["accuracy"] - ACCURACY_MARGIN
     macs_ok = found["macs"] <= MACS_FRACTION * best["macs"]
     # The fairer question for a search: the most accurate fixed ResNet that costs no more than what it found.
-    cheaper = [m for m in (*BASELINES, *REFERENCES) if m in table and table[m]["macs"] <= found["macs"]]
+    cheaper = [m for m in FIXED if m in table and table[m]["macs"] <= found["macs"]]
     rival = max(cheaper, key=lambda m: table[m]["accuracy"]) if cheaper else None
     return {"best_baseline": best_name, "accuracy_gap_points": 100 * (found["accuracy"] - best["accuracy"]),
             "macs_ratio": found["macs"] / best["macs"], "params_ratio": found["params"] / best["params"],
@@ -169,8 +170,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
             agg = table[method]
             ax.errorbar(agg["macs"] / 1e6, 100 * agg["accuracy"], yerr=100 * agg["accuracy_std"], fmt="o",
                         color=colour, markersize=8, capsize=3, label=method)
-        fixed = sorted((table[m]["macs"] / 1e6, 100 * table[m]["accuracy"])
-                       for m in (*REFERENCES, *BASELINES) if m in table)
+        fixed = sorted((table[m]["macs"] / 1e6, 100 * table[m]["accuracy"]) for m in FIXED if m in table)
         ax.plot(*zip(*fixed, strict=True), color="grey", lw=0.8, alpha=0.7)  # the fixed-depth curve
         best = table[table["verdict"]["best_baseline"]]
         # The target: at most half the best baseline's MACs, at most 0.3 points below its accuracy.
