@@ -18,6 +18,9 @@ its MACs.
     .venv/bin/python benchmarks/resbuilder_evidence.py                # full: about 30 min on 2 CPU cores
     .venv/bin/python benchmarks/resbuilder_evidence.py --scale tiny   # a few minutes: checks that it all runs
     .venv/bin/python benchmarks/resbuilder_evidence.py --retrain      # also retrain each found spec afresh
+    # a ResBuilder variant on other seeds, without the fixed networks (judged against them only if present):
+    .venv/bin/python benchmarks/resbuilder_evidence.py --seeds 3 4 --methods resbuilder --retrain \
+        --set expand_widths=true --set width_lasso=0.08 --work runs/probe_expand
 
 Runs go two at a time (``--jobs``), one CPU thread each, longest first; every run is a ``reslab`` process
 whose folder lands in ``--work`` (default ``runs/resbuilder_evidence``), and a finished run (its
@@ -98,8 +101,10 @@ def narrow_early_spec(in_chans: int) -> NetSpec:
                    head=replace(base.head, in_chans=channels))
 
 
-def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path) -> list[str]:
-    """The ``--set`` list of a run: one recipe for every method, so only the architecture differs."""
+def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path,
+              resbuilder: list[str] = ()) -> list[str]:
+    """The ``--set`` list of a run: one recipe for every method, so only the architecture differs
+    (``resbuilder``: settings of a ResBuilder variant, ``KEY=VALUE``, for its runs only)."""
     data = (["data.name=mnist", f"data.data_dir={data_dirs['mnist']}"] if run.dataset == "mnist"
             else ["data.name=imagefolder", f"data.data_dir={data_dirs['cifar10']}"])
     if run.method == "retrain":  # the spec ResBuilder found, trained from scratch
@@ -113,8 +118,9 @@ def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path) -> 
     else:
         model = [f"model.name={'resnet8' if run.method == 'resbuilder' else run.method}"]
     epochs = scale["epochs"]
+    variant = [f"resbuilder.{item}" for item in resbuilder] if run.method == "resbuilder" else []
     return [
-        f"name={run.name}", f"seed={run.seed}", *data, *model,
+        *variant, f"name={run.name}", f"seed={run.seed}", *data, *model,
         f"data.train_per_class={scale['train_per_class']}", f"data.test_per_class={scale['test_per_class']}",
         "data.val_fraction=0.1", f"train.epochs={epochs}", f"train.batch_size={scale['batch_size']}",
         "train.precision=auto", "train.progress=plain", "optim.lr=0.05", "optim.weight_decay=5e-4",
@@ -176,8 +182,11 @@ def against(entry: dict, best: dict) -> dict:
             "accuracy_ok": accuracy_ok, "macs_ok": macs_ok, "met": accuracy_ok and macs_ok}
 
 
-def verdict(table: dict[str, dict]) -> dict:
-    """Compare ResBuilder with the more accurate fixed baseline: accuracy within 0.3 points, half its MACs."""
+def verdict(table: dict[str, dict]) -> dict | None:
+    """Compare ResBuilder with the more accurate fixed baseline: accuracy within 0.3 points, half its MACs
+    (``None`` when the table lacks ResBuilder or a baseline)."""
+    if "resbuilder" not in table or any(m not in table for m in BASELINES):
+        return None
     best_name = max(BASELINES, key=lambda m: table[m]["accuracy"])
     best, found = table[best_name], table["resbuilder"]
     # The fairer question for a search: the most accurate fixed ResNet that costs no more than what it found.
@@ -208,11 +217,13 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
             ax.errorbar(agg["macs"] / 1e6, 100 * agg["accuracy"], yerr=100 * agg["accuracy_std"], fmt="o",
                         color=colour, markersize=8, capsize=3, label=method)
         fixed = sorted((table[m]["macs"] / 1e6, 100 * table[m]["accuracy"]) for m in FIXED if m in table)
-        ax.plot(*zip(*fixed, strict=True), color="grey", lw=0.8, alpha=0.7)  # the fixed-depth curve
-        best = table[table["verdict"]["best_baseline"]]
-        # The target: at most half the best baseline's MACs, at most 0.3 points below its accuracy.
-        ax.axvline(MACS_FRACTION * best["macs"] / 1e6, color="grey", ls="--", lw=0.8)
-        ax.axhline(100 * (best["accuracy"] - ACCURACY_MARGIN), color="grey", ls=":", lw=0.8)
+        if fixed:
+            ax.plot(*zip(*fixed, strict=True), color="grey", lw=0.8, alpha=0.7)  # the fixed-depth curve
+        if table["verdict"] is not None:
+            best = table[table["verdict"]["best_baseline"]]
+            # The target: at most half the best baseline's MACs, at most 0.3 points below its accuracy.
+            ax.axvline(MACS_FRACTION * best["macs"] / 1e6, color="grey", ls="--", lw=0.8)
+            ax.axhline(100 * (best["accuracy"] - ACCURACY_MARGIN), color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("MMACs per image (log)")
         ax.set_ylabel("test accuracy (%)")
@@ -224,7 +235,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float) -> str:
+def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, resbuilder: list[str]) -> str:
     tables = {}
     for dataset in sorted({r.dataset for r in results}):
         table = {m: aggregate(results, dataset, m) for m in (*METHODS, "retrain")}
@@ -232,12 +243,13 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float) ->
         table["verdict"] = verdict(table)
         tables[dataset] = table
     plot(results, tables, work / "accuracy_vs_macs.png")
+    settings = "the settings " + ", ".join(resbuilder) if resbuilder else "its default configuration"
     lines = [
         "# ResBuilder evidence", "",
         f"Seeds {scale['seeds']}; {scale['epochs']} epochs; {scale['train_per_class']} training and "
         f"{scale['test_per_class']} test images per class (10 % of the training ones held out for "
-        f"validation); SGD lr 0.05, batch {scale['batch_size']}, cosine; ResBuilder with its default "
-        f"configuration from ResNet-8. This invocation took {total_s / 60:.1f} min (runs already done are "
+        f"validation); SGD lr 0.05, batch {scale['batch_size']}, cosine; ResBuilder from ResNet-8 with "
+        f"{settings}. This invocation took {total_s / 60:.1f} min (runs already done are "
         f"reused); the runs' own wall times add up to {sum(s['wall_time_s'] for s in results.values()) / 60:.1f} "
         f"min of one core each.", "",
         "![accuracy vs MACs](accuracy_vs_macs.png)", "",
@@ -253,6 +265,9 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float) ->
                          f"| {t['params'] / 1e3:.1f} k | {t['macs'] / 1e6:.2f} | {t['wall_time_s']:.0f} "
                          f"| {t['blocks_per_stage']} |")
         v = table["verdict"]
+        if v is None:
+            lines.append("")
+            continue
         lines += ["", f"ResBuilder vs {v['best_baseline']} (the more accurate baseline): accuracy "
                   f"{v['accuracy_gap_points']:+.2f} points (target >= -0.30: "
                   f"{'met' if v['accuracy_ok'] else 'NOT met'}), MACs x{v['macs_ratio']:.2f} (target <= 0.50: "
@@ -285,6 +300,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "resbuilder_evidence")
     parser.add_argument("--cifar-dir", type=Path, help="where to unpack CIFAR-10 (default: <work>/data)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="which networks to train (default: all)")
+    parser.add_argument("--set", dest="resbuilder", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ResBuilder setting for a variant (repeatable; the evidence uses none)")
     parser.add_argument("--retrain", action="store_true",
                         help="also train each found spec from scratch (architecture vs training history)")
     args = parser.parse_args()
@@ -300,18 +319,19 @@ def main() -> None:
         data_dirs["cifar10"] = unpack_cifar((args.cifar_dir or work / "data" / "cifar10-jpg").resolve())
 
     start = time.perf_counter()
-    runs = sorted((Run(d, m, s) for d in args.datasets for m in METHODS for s in scale["seeds"]),
+    runs = sorted((Run(d, m, s) for d in args.datasets for m in args.methods for s in scale["seeds"]),
                   key=lambda r: -COST[r.method])
     print(f"resbuilder_evidence: {len(runs)} runs, {args.jobs} at a time; logs in {work / 'logs'}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        summaries = list(pool.map(lambda r: execute(r, overrides(r, scale, data_dirs, work), work), runs))
+        summaries = list(pool.map(
+            lambda r: execute(r, overrides(r, scale, data_dirs, work, args.resbuilder), work), runs))
     results = dict(zip(runs, summaries, strict=True))
     if args.retrain:
         again = [Run(r.dataset, "retrain", r.seed) for r in runs if r.method == "resbuilder"]
         with ThreadPoolExecutor(args.jobs) as pool:
             summaries = list(pool.map(lambda r: execute(r, overrides(r, scale, data_dirs, work), work), again))
         results.update(zip(again, summaries, strict=True))
-    print(report(results, scale, work, time.perf_counter() - start))
+    print(report(results, scale, work, time.perf_counter() - start, args.resbuilder))
     print(f"\nwritten: {work / 'evidence.md'}, {work / 'evidence.json'}, {work / 'accuracy_vs_macs.png'}")
 
 

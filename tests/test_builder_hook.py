@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, make_hook
+from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, channel_layout, make_hook
 from reslab.cli import main
 from reslab.io import load
+from reslab.profile import profile
 from reslab.spec import NetSpec
 from reslab.train.config import load_config
 from reslab.train.engine import Trainer
@@ -80,6 +81,41 @@ def test_a_plan_deletes_what_fell_below_the_threshold(tmp_path: Path) -> None:
     assert [op for op, _ in hook.plan(trainer.model, segment=1, accuracy=0.9)] == ["insert"]
 
 
+@pytest.mark.parametrize("expand", [True, False])
+def test_a_width_step_cuts_dead_channels_and_gives_their_macs_back(tmp_path: Path, expand: bool) -> None:
+    hook = ResBuilderHook(ResBuilderConfig(expand_widths=expand))
+    trainer = digits_trainer(tmp_path, hook)
+    hook.on_train_start(trainer)
+    model = trainer.model
+    modules = dict(model.named_modules())
+    with torch.no_grad():  # every other channel of the stem's stream dead: whatever writes it writes zero
+        for member in channel_layout(model.spec).members["stem"]:
+            rows = slice(member.offset, member.offset + 16, 2)
+            modules[member.module].weight[rows] = 0.0
+            modules[member.module].bias[rows] = 0.0
+    x = next(iter(trainer.data.train.batches(16, shuffle=False, augment=False)))[0]
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    budget = profile(model, hook.input_size).macs
+    segment = hook.schedule.segments_per_cycle - 1  # a cycle's last segment ends with the width step
+    plan = hook.plan(model, segment, accuracy=None)
+    assert plan[0] == ("cut", {"stem": list(range(1, 16, 2))})
+    if not expand:
+        assert len(plan) == 1
+        return
+    operation, copies = plan[1]
+    assert operation == "widen" and len(plan) == 2
+    assert len(copies["stem"]) > 0 and set(copies["stem"]) <= set(range(8))
+    hook.apply(trainer, plan, accuracy=None)
+    assert [e["kind"] for e in hook.events] == ["narrowed", "widened"]
+    cut_macs = hook.events[0]["macs_after"]
+    assert cut_macs < hook.events[1]["macs_after"] == profile(trainer.model, hook.input_size).macs <= budget
+    trainer.model.eval()
+    with torch.no_grad():  # dead channels out, copies in (their readers' weights shared out): the same function
+        torch.testing.assert_close(trainer.model(x), before, atol=1e-5, rtol=1e-5)
+
+
 def test_each_step_is_the_proximal_step_at_the_learning_rate_of_the_moment(tmp_path: Path) -> None:
     """Without data, every search step at learning rate lr lowers a block's RMS gain by lr * layer_lasso
     (proximal SGD on loss + lambda * LASSO), however many steps a segment has; fine-tuning applies none."""
@@ -135,7 +171,7 @@ def test_reslab_build_on_digits(tmp_path: Path) -> None:
     assert summary["params"] == history[-1]["params"]
     # Each epoch's architecture is the one the previous epoch's last event left.
     for e in events:
-        if e["kind"] in ("inserted", "deleted", "narrowed") and e["epoch"] + 1 < len(history):
+        if e["kind"] in ("inserted", "deleted", "narrowed", "widened") and e["epoch"] + 1 < len(history):
             later = [x for x in events if x["epoch"] == e["epoch"] and "blocks_per_stage" in x][-1]
             assert history[e["epoch"] + 1]["blocks_per_stage"] == later["blocks_per_stage"]
     # The found spec is saved, matches the trained network and loads with it.
@@ -159,12 +195,14 @@ def test_reslab_build_on_digits(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
-    """Under torchrun rank 0 decides and broadcasts; if the ranks' networks differed DDP would fail."""
+    """Under torchrun rank 0 decides and broadcasts; if the ranks' networks differed DDP would fail. The width
+    step is made to fire (a strong width penalty) with MorphNet's expand, whose copies share out their readers'
+    weights in random proportions: every rank must draw the same."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "reslab", "build", "--data", "digits", "--out", str(tmp_path)]
     overrides = ["train.epochs=8", "train.device=cpu", "output.checkpoint_every=8",
-                 "resbuilder.delete_threshold=0.05"]
+                 "resbuilder.delete_threshold=0.05", "resbuilder.width_lasso=0.3", "resbuilder.expand_widths=true"]
     for override in [*QUIET, *SMALL, *overrides]:
         command += ["--set", override]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -173,5 +211,5 @@ def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     kinds = [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
-    assert "inserted" in kinds
+    assert "inserted" in kinds and "narrowed" in kinds and "widened" in kinds
     assert load(run / "model.safetensors").spec == NetSpec.load(run / FOUND_SPEC)

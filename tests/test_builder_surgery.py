@@ -16,14 +16,17 @@ from reslab.builder import (
     carry_optimizer_state,
     channel_layout,
     compose,
+    copies_for,
     cut_channels,
     delete_block,
     delete_blocks,
+    expanded_widths,
     insert_block,
     load_carried_state,
     new_block_spec,
     removable_blocks,
     why_not_deletable,
+    widen_channels,
 )
 from reslab.builder.channels import BLOCK_LAYOUTS
 from reslab.builder.surgery import set_branch_gain, take
@@ -210,6 +213,84 @@ def test_cutting_a_live_channel_changes_the_output(kind: str) -> None:
     stream = next(iter(channel_layout(model.spec).stream))
     edit = cut_channels(model, {stream: [1, 2, 3]})
     assert not torch.allclose(outputs(edit.model, x), outputs(model, x), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("train", [False, True])
+def test_widening_leaves_outputs_unchanged_and_copies_grow_apart(kind: str, train: bool) -> None:
+    model, x = randomised(SPECS[kind]()), images()
+    layout = channel_layout(model.spec)
+    copies = {g: [0, w - 1, 0] for g, w in layout.widths.items()}  # every group; a channel may go twice
+    before = outputs(model, x, train)
+    edit = widen_channels(model, copies)
+    new_layout = channel_layout(edit.model.spec)
+    assert new_layout.widths == {g: w + 3 for g, w in layout.widths.items()}
+    torch.testing.assert_close(outputs(edit.model, x, train), before, **TOL)
+    assert_spec_exact(edit.model)
+    old_state, new_state = model.state_dict(), edit.model.state_dict()
+    readers = {conv.module + ".weight" for conv in layout.convs if conv.in_site}
+    for key, carry in edit.weights.items():  # written and normalised values are copied exactly
+        if key not in readers:
+            torch.testing.assert_close(new_state[key], take(old_state[carry.source], carry.index))
+    # Where a channel is read, the source and its copies share its weights: unequal shares that add up.
+    modules, old_modules = dict(edit.model.named_modules()), dict(model.named_modules())
+    for conv in new_layout.convs:
+        offsets, old_offsets = new_layout.offsets(conv.in_site or ()), layout.offsets(conv.in_site or ())
+        for group in conv.in_site or ():
+            start, width = offsets[group], layout.widths[group]
+            weight = modules[conv.module].weight.detach()
+            original = old_modules[conv.module].weight.detach()[:, old_offsets[group]]
+            rows = edit.weights[conv.module + ".weight"].index  # its output channels may be copies too
+            original = take(original, rows[:1])
+            twins = weight[:, [start, start + width, start + width + 2]]
+            torch.testing.assert_close(twins.sum(dim=1), original, **TOL)
+            assert not torch.allclose(twins[:, 0], twins[:, 1])
+    # The unequal shares give a copy a gradient of its own where it is written.
+    new = edit.model.train()
+    new(x).square().sum().backward()
+    stem = modules["conv1"].weight.grad
+    assert not torch.allclose(stem[0], stem[layout.widths["stem"]])
+
+
+def test_widening_maps_each_copy_to_its_source() -> None:
+    model = randomised(SPECS["basic"]())
+    edit = widen_channels(model, {"stem": [3, 3]})
+    assert edit.weights["bn1.weight"].index[0].tolist() == [*range(16), 3, 3]
+    state = edit.model.state_dict()
+    torch.testing.assert_close(state["bn1.running_var"][16:], model.bn1.running_var[[3, 3]])
+    cut = cut_channels(edit.model, {"stem": list(range(16))})
+    assert compose(edit.weights, cut.weights)["bn1.weight"].index[0].tolist() == list(range(16))
+
+
+def test_widen_rejects_bad_copies() -> None:
+    model = randomised(SPECS["basic"]())
+    with pytest.raises(SurgeryError, match="unknown channel group 'nope'"):
+        widen_channels(model, {"nope": [0]})
+    with pytest.raises(SurgeryError, match="group 'stem' has 16 channels, channel 16 does not exist"):
+        widen_channels(model, {"stem": [16]})
+
+
+def test_copies_for_takes_the_strongest_channels_first() -> None:
+    layout = channel_layout(SPECS["basic"]())
+    strength = {"stem": torch.arange(16.0)}
+    assert copies_for({"stem": 20}, layout, strength) == {"stem": [15, 14, 13, 12]}
+    assert copies_for({"stem": 35}, layout)["stem"] == [*range(16), 0, 1, 2]
+    assert copies_for({"stem": 16}, layout) == {}
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck", "pyramid_basic"])
+def test_expanded_widths_fill_the_budget_with_one_factor(kind: str) -> None:
+    from reslab.profile import profile
+    model = randomised(SPECS[kind]())
+    start = profile(model, INPUT).macs
+    layout = channel_layout(model.spec)
+    widths = expanded_widths(model, 1.6 * start, INPUT)
+    grown = widen_channels(model, copies_for(widths, layout)).model
+    cost = profile(grown, INPUT).macs
+    assert 1.3 * start < cost <= 1.6 * start
+    ratios = [widths.get(g, w) / w for g, w in layout.widths.items() if w >= 8]
+    assert max(ratios) - min(ratios) < 0.2  # one factor, up to rounding
+    assert expanded_widths(model, start, INPUT) == {}  # no room: nothing grows
 
 
 def test_cut_of_a_residual_stream_narrows_every_block_it_runs_through() -> None:

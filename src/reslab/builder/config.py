@@ -79,6 +79,13 @@ class ResBuilderConfig:
     # Paper code: MorphNet counts a channel alive when its BN scale exceeds 1e-2 (BN scales start at 1). Ours is
     # relative to the strongest channel of the group, since BN makes inner widths scale-free (``penalties``).
     width_threshold: float = 1e-2
+    # Paper code (``morphnet_routine(expanding=True)``): after the cut, MorphNet's expand step multiplies every
+    # width by one factor. The paper's code aims at a fixed FLOP target; ours gives back exactly the MACs the
+    # cut freed (Net2Net copies of the strongest channels), so the width step only moves channels to where
+    # they cost least and the depth search alone sets the cost. Off by default: on the calibration subsets it
+    # found better architectures (retrained from scratch) but not better trained networks within the run
+    # (docs/resbuilder.md, "MorphNet's expand step"); with the default width_lasso it rarely fires there.
+    expand_widths: bool = False
 
     def __post_init__(self) -> None:
         _check(asdict(self), "resbuilder")

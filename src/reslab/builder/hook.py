@@ -30,10 +30,13 @@ from .surgery import (
     Edit,
     carry_optimizer_state,
     compose,
+    copies_for,
     cut_channels,
     delete_blocks,
+    expanded_widths,
     identity_map,
     insert_block,
+    widen_channels,
 )
 
 FOUND_SPEC = "found_spec.json"
@@ -115,7 +118,7 @@ class ResBuilderHook(Hook):
         summary["resbuilder"] = {
             "start": NetSpec.from_dict(self.start_spec).blocks_per_stage, "found_spec": FOUND_SPEC,
             "events": {kind: sum(e["kind"] == kind for e in self.events)
-                       for kind in ("inserted", "deleted", "narrowed")},
+                       for kind in ("inserted", "deleted", "narrowed", "widened")},
             "config": self.config.to_dict(),
         }
         if not trainer.is_main:
@@ -149,25 +152,35 @@ class ResBuilderHook(Hook):
         no longer counted when widths are judged).
         """
         cfg, plan = self.config, []
+
+        def add(operation: str, argument: Any) -> None:
+            nonlocal model
+            plan.append((operation, argument))
+            model = self._edit(model, operation, argument).model
+
         for action in self.schedule.actions(segment):
-            step = None
             if action == DELETE:
                 gained = (accuracy is not None and self.accuracy_before_insert is not None
                           and accuracy - self.accuracy_before_insert > cfg.skip_delete_gain)
                 strengths = block_strengths(model)
                 doomed = [b for b, strength in strengths.items() if strength < cfg.delete_threshold]
                 if doomed and not gained:
-                    step = ("delete", doomed)
+                    add("delete", doomed)
             elif action == NARROW:
+                budget = profile(model, self.input_size).macs
                 keep = WidthPenalty(model, self.input_size).keep(model, cfg.width_threshold)
                 if keep:
-                    step = ("cut", keep)
+                    add("cut", keep)
+                    # MorphNet's expand: the MACs the cut freed go back to every width by one factor, so the
+                    # width step moves channels to where they cost least per unit of use and leaves the
+                    # budget to the depth search.
+                    widths = expanded_widths(model, budget, self.input_size) if cfg.expand_widths else {}
+                    if widths:
+                        strength = WidthPenalty(model, self.input_size).scores(model)
+                        add("widen", copies_for(widths, channel_layout(model.spec), strength))
             elif action == INSERT:
                 rng = random.Random(f"resbuilder:{self.seed}:{segment}")
-                step = ("insert", choose_insertion(model.spec, rng, cfg.insert_attempts, set(self.seen)))
-            if step is not None:
-                plan.append(step)
-                model = self._edit(model, *step).model
+                add("insert", choose_insertion(model.spec, rng, cfg.insert_attempts, set(self.seen)))
         return plan
 
     def _edit(self, model: ResNet, operation: str, argument: Any) -> Edit:
@@ -175,6 +188,8 @@ class ResBuilderHook(Hook):
             return delete_blocks(model, [tuple(b) for b in argument])
         if operation == "cut":
             return cut_channels(model, argument)
+        if operation == "widen":
+            return widen_channels(model, argument, seed=self.seed)
         return insert_block(model, *argument, gain=self.config.insert_gain)
 
     def apply(self, trainer, plan: list[tuple[str, Any]], accuracy: float | None) -> None:
@@ -208,6 +223,9 @@ class ResBuilderHook(Hook):
         elif operation == "cut":
             widths = channel_layout(before.spec).widths
             kind, info = "narrowed", {"groups": {g: [widths[g], len(k)] for g, k in argument.items()}}
+        elif operation == "widen":
+            widths = channel_layout(before.spec).widths
+            kind, info = "widened", {"groups": {g: [widths[g], widths[g] + len(c)] for g, c in argument.items()}}
         else:
             stage, index = argument
             kind, info = "inserted", {"block": block_prefix(stage, index), "stage": stage, "index": index,

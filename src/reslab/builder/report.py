@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from ..profile import human  # noqa: E402
 from ..spec import NetSpec  # noqa: E402
 
-EVENT_COLOURS = {"inserted": "tab:green", "deleted": "tab:red", "narrowed": "tab:orange"}
+EVENT_COLOURS = {"inserted": "tab:green", "deleted": "tab:red", "narrowed": "tab:orange", "widened": "tab:cyan"}
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
@@ -68,7 +68,7 @@ def _describe(event: Mapping[str, Any]) -> str:
     if kind == "deleted":
         pairs = zip(event["blocks"], event["strengths"], strict=True)
         return ", ".join(f"{b} (gain {s:.2g})" for b, s in pairs)
-    if kind == "narrowed":
+    if kind in ("narrowed", "widened"):
         return ", ".join(f"{g} {a}->{b}" for g, (a, b) in event["groups"].items())
     return ""
 

@@ -1,4 +1,4 @@
-"""Structural edits that carry weights: insert a block, delete blocks, cut channels.
+"""Structural edits that carry weights: insert a block, delete blocks, cut channels, widen channels.
 
 Each edit takes a built network, edits its spec, builds the new network with ``reslab.build`` and copies
 every surviving tensor (parameters and BN statistics) across, so ``model.spec`` always describes the module
@@ -6,8 +6,9 @@ exactly. It returns an ``Edit``: the new model and a ``WeightMap`` saying, for e
 model, which key of the old one it came from and which channels it kept (``None``: newly initialised). The
 same map carries the optimizer's per-parameter state (momentum, Adam moments) across the edit.
 
-Exactness: deleting a block whose branch output is zero, or cutting channels that are dead in the sense of
-``reslab.builder.channels``, leaves the network's outputs unchanged (in both train and eval mode).
+Exactness: deleting a block whose branch output is zero, cutting channels that are dead in the sense of
+``reslab.builder.channels``, or widening (copies of channels whose readers share the source's weights)
+leaves the network's outputs unchanged (in both train and eval mode).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ..build import ResNet, build
+from ..profile import profile
 from ..spec import BlockSpec, NetSpec
 from .channels import (
     BLOCK_LAYOUTS,
@@ -61,7 +63,8 @@ class Edit:
 
 # -- tensors and maps -------------------------------------------------------------------------------------
 def take(tensor: torch.Tensor, index: Index) -> torch.Tensor:
-    """``tensor`` restricted to the kept positions of each leading dimension."""
+    """``tensor`` restricted to the kept positions of each leading dimension (a position may repeat: a
+    channel copied by ``widen_channels``)."""
     for dim, positions in enumerate(index):
         if positions is not None:
             tensor = tensor.index_select(dim, positions.to(tensor.device))
@@ -242,20 +245,119 @@ def delete_block(model: ResNet, stage: int, index: int) -> Edit:
     return delete_blocks(model, [(stage, index)])
 
 
-# -- width: cut channels -----------------------------------------------------------------------------------
+# -- width: cut and widen channels -------------------------------------------------------------------------
 def cut_channels(model: ResNet, keep: Mapping[str, Sequence[int]],
                  layout: ChannelLayout | None = None) -> Edit:
     """Keep only the listed channels of each named group (see ``reslab.builder.channels``); groups not named
     keep all their channels. Residual-coupled channels are cut together because they are one group."""
-    spec = model.spec
-    layout = channel_layout(spec) if layout is None else layout
-    if layout.spec != spec:
-        raise SurgeryError("cut: the channel layout was computed for a different spec")
+    layout = _layout_for(model, layout, "cut")
     kept = {group: _checked_keep(layout, group, channels) for group, channels in keep.items()}
+    return _channel_edit(model, layout, lambda site: site_indices(layout, site, kept))
 
-    def width(site: Sequence[str]) -> int:
-        return len(site_indices(layout, site, kept))
 
+def widen_channels(model: ResNet, copies: Mapping[str, Sequence[int]], layout: ChannelLayout | None = None,
+                   seed: int = 0) -> Edit:
+    """Append to each named group a copy of each listed channel (a channel may be listed more than once), in
+    every tensor the group appears in; the outputs do not change (Net2Net's function-preserving widening).
+
+    A copy takes every value its source has where the channel is written or normalised (conv rows, BN scales,
+    shifts and running statistics) and the optimizer state with them; where the channel is read (every
+    conv's and the classifier's input slice) the source's weights are shared out among the source and its
+    copies, element by element in random proportions (drawn from ``seed``) that add up to one. (The readers'
+    optimizer state is copied whole, not shared out: the weight map says where a value came from, not how
+    it was scaled; momentum makes that a transient of a few steps.) The sum the
+    next layer computes is unchanged, while the unequal shares give the copies different gradients, so they
+    grow apart instead of staying twins. New channels that start at zero could never do that: a zero channel
+    passes no gradient through the ReLUs that follow it.
+    """
+    layout = _layout_for(model, layout, "widen")
+    chosen = {group: [int(c) for c in sources] for group, sources in copies.items() if len(sources)}
+    for group, sources in chosen.items():
+        if group not in layout.widths:
+            raise SurgeryError(f"widen: unknown channel group {group!r} (groups: {', '.join(layout.widths)})")
+        bad = [c for c in sources if not 0 <= c < layout.widths[group]]
+        if bad:
+            raise SurgeryError(f"widen: group {group!r} has {layout.widths[group]} channels, channel {bad[0]} "
+                               f"does not exist")
+
+    def positions(site: Sequence[str]) -> list[int]:
+        out: list[int] = []
+        for group, offset in layout.offsets(site).items():
+            out.extend(offset + c for c in range(layout.widths[group]))
+            out.extend(offset + c for c in chosen.get(group, ()))
+        return out
+
+    edit = _channel_edit(model, layout, positions)
+    new_layout = channel_layout(edit.model.spec)
+    modules = dict(edit.model.named_modules())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in new_layout.convs:
+            offsets = new_layout.offsets(conv.in_site or ())
+            weight = modules[conv.module].weight
+            for group in (g for g in conv.in_site or () if g in chosen):
+                start, width = offsets[group], layout.widths[group]
+                for source in sorted(set(chosen[group])):
+                    twins = [start + source] + [start + width + k for k, c in enumerate(chosen[group])
+                                                if c == source]
+                    shares = torch.rand((len(twins), weight.shape[0], *weight.shape[2:]), generator=generator)
+                    shares = (shares + 0.5) / (shares + 0.5).sum(dim=0)  # positive, at most 3:1, sum to 1
+                    original = weight[:, start + source].clone()
+                    for twin, share in zip(twins, shares, strict=True):
+                        weight[:, twin] = original * share.to(weight.device, weight.dtype)
+    return edit
+
+
+def copies_for(widths: Mapping[str, int], layout: ChannelLayout,
+               strength: Mapping[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
+    """The channels to copy so that each group reaches ``widths[group]``: its channels in order of
+    ``strength`` (strongest first; else in order), round and round as often as needed."""
+    out = {}
+    for group, width in widths.items():
+        have = layout.widths[group]
+        if width <= have:
+            continue
+        order = (list(range(have)) if strength is None
+                 else torch.argsort(strength[group], descending=True, stable=True).tolist())
+        out[group] = [order[k % have] for k in range(width - have)]
+    return out
+
+
+def _layout_for(model: ResNet, layout: ChannelLayout | None, operation: str) -> ChannelLayout:
+    layout = channel_layout(model.spec) if layout is None else layout
+    if layout.spec != model.spec:
+        raise SurgeryError(f"{operation}: the channel layout was computed for a different spec")
+    return layout
+
+
+def resized_spec(layout: ChannelLayout, widths: Mapping[str, int]) -> NetSpec:
+    """The spec of ``layout`` with each named group at ``widths[group]`` channels (others unchanged)."""
+    return _respec(layout, lambda site: sum(widths.get(g, layout.widths[g]) for g in site))
+
+
+def expanded_widths(model: ResNet, budget_macs: float, input_size: tuple[int, int, int]) -> dict[str, int]:
+    """MorphNet's expand step: every group's width times one factor (at least 1), the largest factor whose
+    network costs at most ``budget_macs`` per ``input_size`` image (rounded; groups only grow)."""
+    layout = channel_layout(model.spec)
+
+    def widths(factor: float) -> dict[str, int]:
+        return {g: max(w, round(w * factor)) for g, w in layout.widths.items()}
+
+    def macs(factor: float) -> int:
+        return profile(build(resized_spec(layout, widths(factor))), input_size).macs
+
+    low, high = 1.0, 2.0
+    while macs(high) <= budget_macs and high < 64:
+        low, high = high, 2 * high
+    for _ in range(12):  # the factor to 1/4096 of the bracket: finer than one channel in 4,000
+        middle = (low + high) / 2
+        low, high = (middle, high) if macs(middle) <= budget_macs else (low, middle)
+    return {g: w for g, w in widths(low).items() if w > layout.widths[g]}
+
+
+def _respec(layout: ChannelLayout, width: Callable[[Sequence[str]], int]) -> NetSpec:
+    """``layout.spec`` with every block's, the stem's and the head's channel counts given by ``width(site)``."""
+    spec = layout.spec
     stages = []
     for s, stage_blocks in enumerate(spec.stages):
         new_blocks = []
@@ -265,14 +367,21 @@ def cut_channels(model: ResNet, keep: Mapping[str, Sequence[int]],
             new_blocks.append(replace(blk, in_chans=width(sites[IN]), widths=widths,
                                       out_chans=width(sites[OUT])))
         stages.append(new_blocks)
-    new_spec = replace(spec, stem=replace(spec.stem, out_chans=width(layout.stem_site)), stages=stages,
-                       head=replace(spec.head, in_chans=width(layout.head_site)))
+    return replace(spec, stem=replace(spec.stem, out_chans=width(layout.stem_site)), stages=stages,
+                   head=replace(spec.head, in_chans=width(layout.head_site)))
+
+
+def _channel_edit(model: ResNet, layout: ChannelLayout, positions: Callable[[Sequence[str]], list[int]]) -> Edit:
+    """Rebuild ``model`` with every channel site re-indexed by ``positions(site)`` (the old positions it
+    keeps, in order; a repeated one is a copy) and carry every tensor across with that index."""
+    spec = layout.spec
+    new_spec = _respec(layout, lambda site: len(positions(site)))
 
     def index(site: Sequence[str]) -> torch.Tensor | None:
-        positions = site_indices(layout, site, kept)
-        if len(positions) == layout.site_width(site):
-            return None  # nothing cut here
-        return torch.tensor(positions, dtype=torch.long)
+        chosen = positions(site)
+        if chosen == list(range(layout.site_width(site))):
+            return None  # unchanged here
+        return torch.tensor(chosen, dtype=torch.long)
 
     module_index: dict[str, Index] = {"conv1": (index(layout.stem_site),), "bn1": (index(layout.stem_site),),
                                       "final_bn": (index(layout.head_site),),
