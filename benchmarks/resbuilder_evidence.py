@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,7 +103,7 @@ def narrow_early_spec(in_chans: int) -> NetSpec:
 
 
 def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path,
-              resbuilder: list[str] = ()) -> list[str]:
+              resbuilder: Sequence[str] = ()) -> list[str]:
     """The ``--set`` list of a run: one recipe for every method, so only the architecture differs
     (``resbuilder``: settings of a ResBuilder variant, ``KEY=VALUE``, for its runs only)."""
     data = (["data.name=mnist", f"data.data_dir={data_dirs['mnist']}"] if run.dataset == "mnist"
@@ -235,7 +236,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, resbuilder: list[str]) -> str:
+def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, resbuilder: Sequence[str]) -> str:
     tables = {}
     for dataset in sorted({r.dataset for r in results}):
         table = {m: aggregate(results, dataset, m) for m in (*METHODS, "retrain")}

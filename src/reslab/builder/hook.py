@@ -167,21 +167,26 @@ class ResBuilderHook(Hook):
                 if doomed and not gained:
                     add("delete", doomed)
             elif action == NARROW:
-                budget = profile(model, self.input_size).macs
                 keep = WidthPenalty(model, self.input_size).keep(model, cfg.width_threshold)
                 if keep:
+                    uncut = model
                     add("cut", keep)
-                    # MorphNet's expand: the MACs the cut freed go back to every width by one factor, so the
-                    # width step moves channels to where they cost least per unit of use and leaves the
-                    # budget to the depth search.
-                    widths = expanded_widths(model, budget, self.input_size) if cfg.expand_widths else {}
-                    if widths:
-                        strength = WidthPenalty(model, self.input_size).scores(model)
-                        add("widen", copies_for(widths, channel_layout(model.spec), strength))
+                    copies = self._expansion(uncut, model) if cfg.expand_widths else None
+                    if copies:
+                        add("widen", copies)
             elif action == INSERT:
                 rng = random.Random(f"resbuilder:{self.seed}:{segment}")
                 add("insert", choose_insertion(model.spec, rng, cfg.insert_attempts, set(self.seen)))
         return plan
+
+    def _expansion(self, uncut: ResNet, cut: ResNet) -> dict[str, list[int]]:
+        """MorphNet's expand step after a cut: the channels to copy so that the MACs the cut freed go back to
+        every width by one factor. The width step then moves channels to where they cost least per unit of
+        use, and leaves the budget to the depth search."""
+        widths = expanded_widths(cut, profile(uncut, self.input_size).macs, self.input_size)
+        if not widths:
+            return {}
+        return copies_for(widths, channel_layout(cut.spec), WidthPenalty(cut, self.input_size).scores(cut))
 
     def _edit(self, model: ResNet, operation: str, argument: Any) -> Edit:
         if operation == "delete":
@@ -220,12 +225,10 @@ class ResBuilderHook(Hook):
             blocks = [tuple(b) for b in argument]
             kind, info = "deleted", {"blocks": [block_prefix(*b) for b in blocks],
                                      "strengths": [strengths[b] for b in blocks]}
-        elif operation == "cut":
-            widths = channel_layout(before.spec).widths
-            kind, info = "narrowed", {"groups": {g: [widths[g], len(k)] for g, k in argument.items()}}
-        elif operation == "widen":
-            widths = channel_layout(before.spec).widths
-            kind, info = "widened", {"groups": {g: [widths[g], widths[g] + len(c)] for g, c in argument.items()}}
+        elif operation in ("cut", "widen"):
+            old, new = channel_layout(before.spec).widths, channel_layout(after.spec).widths
+            kind = "narrowed" if operation == "cut" else "widened"
+            info = {"groups": {g: [old[g], new[g]] for g in argument}}
         else:
             stage, index = argument
             kind, info = "inserted", {"block": block_prefix(stage, index), "stage": stage, "index": index,

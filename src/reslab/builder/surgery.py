@@ -263,22 +263,16 @@ def widen_channels(model: ResNet, copies: Mapping[str, Sequence[int]], layout: C
     A copy takes every value its source has where the channel is written or normalised (conv rows, BN scales,
     shifts and running statistics) and the optimizer state with them; where the channel is read (every
     conv's and the classifier's input slice) the source's weights are shared out among the source and its
-    copies, element by element in random proportions (drawn from ``seed``) that add up to one. (The readers'
-    optimizer state is copied whole, not shared out: the weight map says where a value came from, not how
-    it was scaled; momentum makes that a transient of a few steps.) The sum the
+    copies, element by element in random proportions (drawn from ``seed``) that add up to one. The sum the
     next layer computes is unchanged, while the unequal shares give the copies different gradients, so they
     grow apart instead of staying twins. New channels that start at zero could never do that: a zero channel
-    passes no gradient through the ReLUs that follow it.
+    passes no gradient through the ReLUs that follow it. (The readers' optimizer state is copied whole, not
+    shared out: the weight map says where a value came from, not how it was scaled; momentum makes that a
+    transient of a few steps.)
     """
     layout = _layout_for(model, layout, "widen")
-    chosen = {group: [int(c) for c in sources] for group, sources in copies.items() if len(sources)}
-    for group, sources in chosen.items():
-        if group not in layout.widths:
-            raise SurgeryError(f"widen: unknown channel group {group!r} (groups: {', '.join(layout.widths)})")
-        bad = [c for c in sources if not 0 <= c < layout.widths[group]]
-        if bad:
-            raise SurgeryError(f"widen: group {group!r} has {layout.widths[group]} channels, channel {bad[0]} "
-                               f"does not exist")
+    chosen = {group: _checked_channels(layout, "widen", group, sources)
+              for group, sources in copies.items() if len(sources)}
 
     def positions(site: Sequence[str]) -> list[int]:
         out: list[int] = []
@@ -404,17 +398,23 @@ def _channel_edit(model: ResNet, layout: ChannelLayout, positions: Callable[[Seq
 
 
 def _checked_keep(layout: ChannelLayout, group: str, channels: Sequence[int]) -> list[int]:
-    if group not in layout.widths:
-        raise SurgeryError(f"cut: unknown channel group {group!r} (groups: {', '.join(layout.widths)})")
-    width = layout.widths[group]
-    chosen = sorted(int(c) for c in channels)
+    chosen = sorted(_checked_channels(layout, "cut", group, channels))
     if not chosen:
         raise SurgeryError(f"cut: group {group!r} would keep no channel (keep at least one)")
     if len(set(chosen)) != len(chosen):
         raise SurgeryError(f"cut: group {group!r} lists a channel twice")
-    if chosen[0] < 0 or chosen[-1] >= width:
-        bad = chosen[0] if chosen[0] < 0 else chosen[-1]
-        raise SurgeryError(f"cut: group {group!r} has {width} channels, channel {bad} does not exist")
+    return chosen
+
+
+def _checked_channels(layout: ChannelLayout, operation: str, group: str, channels: Sequence[int]) -> list[int]:
+    """``channels`` as ints, after checking that ``group`` exists and has each of them."""
+    if group not in layout.widths:
+        raise SurgeryError(f"{operation}: unknown channel group {group!r} (groups: {', '.join(layout.widths)})")
+    width = layout.widths[group]
+    chosen = [int(c) for c in channels]
+    bad = [c for c in chosen if not 0 <= c < width]
+    if bad:
+        raise SurgeryError(f"{operation}: group {group!r} has {width} channels, channel {bad[0]} does not exist")
     return chosen
 
 
