@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reslab.build import build as reslab_build
 from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, channel_layout, make_hook
 from reslab.cli import main
 from reslab.io import load
@@ -147,6 +148,37 @@ def test_each_step_is_the_proximal_step_at_the_learning_rate_of_the_moment(tmp_p
         assert gain_rms() == pytest.approx(before - 0.02 * 0.3, rel=1e-4)
         rms[batch_size] = gain_rms()
     assert rms[64] == pytest.approx(rms[16], rel=1e-6)  # the segment's length plays no part
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_fine_tuning_starts_from_searched_weights_mixed_with_a_fresh_draw(tmp_path: Path, fraction: float) -> None:
+    hook = ResBuilderHook(ResBuilderConfig(finetune_reinit=fraction), seed=7)
+    trainer = digits_trainer(tmp_path, hook, *SMALL)
+    hook.on_train_start(trainer)
+    x, y = next(iter(trainer.data.train.batches(32, shuffle=False, augment=False)))
+    trainer.model.train()
+    torch.nn.functional.cross_entropy(trainer.model(x), y).backward()
+    trainer.optimizer.step()
+    searched = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    last = hook.schedule.last_search_epoch
+    trainer.epoch = last
+    hook.on_epoch_end(trainer, last, {"val_acc": 0.5})
+    after = trainer.model.state_dict()
+    assert trainer.model.spec == NetSpec.from_dict(hook.start_spec)  # a fresh network: nothing to cut yet
+    if fraction == 0.0:
+        for name, value in searched.items():
+            torch.testing.assert_close(after[name], value)
+        return
+    torch.manual_seed(7)
+    fresh = reslab_build(trainer.model.spec).state_dict()
+    for name, value in searched.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(after[name], 0.5 * value + 0.5 * fresh[name])
+        else:
+            assert torch.equal(after[name], value)  # BN's batch counters are not mixed
+    assert not trainer.optimizer.state  # the momentum belonged to the weights before the mix
+    events = [json.loads(line) for line in (trainer.run_dir / "events.jsonl").read_text().splitlines()]
+    assert {"kind": "shrink_perturb", "fraction": 0.5}.items() <= events[-1].items()
 
 
 def test_reslab_build_on_digits(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..build import ResNet
+import torch
+
+from ..build import ResNet, build
 from ..profile import profile
 from ..spec import NetSpec
 from ..train.config import Config
@@ -108,9 +110,31 @@ class ResBuilderHook(Hook):
         plan = self.plan(model, segment, accuracy) if trainer.is_main else None
         plan = broadcast_object(plan)  # rank 0 decides; every rank applies the same edits
         self.apply(trainer, plan, accuracy)
-        if (epoch == self.schedule.last_search_epoch and self.config.finetune_restart
-                and epoch + 1 < trainer.config.train.epochs):
-            trainer.restart_schedule()  # the found network fine-tunes on a fresh schedule
+        if epoch == self.schedule.last_search_epoch and epoch + 1 < trainer.config.train.epochs:
+            if self.config.finetune_restart:
+                trainer.restart_schedule()  # the found network fine-tunes on a fresh schedule
+            if self.config.finetune_reinit > 0:
+                self.shrink_and_perturb(trainer)
+
+    def shrink_and_perturb(self, trainer) -> None:
+        """Start fine-tuning from ``(1 - r) * searched + r * fresh`` weights (``r = finetune_reinit``; BN
+        statistics too), ``fresh`` a new initialisation of the found network: Ash & Adams' (NeurIPS 2020)
+        shrink-and-perturb against the warm-start gap. The optimizer starts afresh; its momentum belonged to
+        the weights before the mix."""
+        r = self.config.finetune_reinit
+        searched = trainer.model
+        with torch.random.fork_rng(devices=[]):  # every rank draws the same; the run's own RNG is untouched
+            torch.manual_seed(self.seed)
+            model = build(searched.spec)
+        with torch.no_grad():
+            mixed = model.state_dict()  # shares storage with the parameters and buffers
+            for name, value in searched.state_dict().items():
+                if value.is_floating_point():
+                    mixed[name].mul_(r).add_(value.to(mixed[name].device), alpha=1 - r)
+                else:
+                    mixed[name].copy_(value)
+        trainer.set_model(model)
+        trainer.event("shrink_perturb", fraction=r)
 
     def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
         summary["macs_history"] = [row["macs"] for row in self.history]
