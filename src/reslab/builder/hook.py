@@ -4,7 +4,8 @@
 same with the section added. At each segment end (see ``schedule``) rank 0 plans the edits on its copy of
 the network, every rank applies the same plan (so all processes hold identical networks), and the trainer
 swaps the network in with its optimizer state carried over (``Trainer.set_model`` re-wraps DDP and
-torch.compile). The history of the architecture is kept in the hook's state, so a resumed run keeps it.
+torch.compile). When the search ends, fine-tuning restarts the schedule from shrink-and-perturb weights
+(``shrink_and_perturb``). The history of the architecture is kept in the hook's state, so a resumed run keeps it.
 """
 
 from __future__ import annotations
