@@ -298,6 +298,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"], default=["mnist", "cifar10"])
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     parser.add_argument("--epochs", type=int, help="override the scale's epochs (the same for every method)")
+    parser.add_argument("--train-per-class", type=int,
+                        help="override the scale's training images per class (the larger calibration subset: 500)")
+    parser.add_argument("--test-per-class", type=int, help="override the scale's test images per class")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "resbuilder_evidence")
     parser.add_argument("--cifar-dir", type=Path, help="where to unpack CIFAR-10 (default: <work>/data)")
@@ -309,10 +312,9 @@ def main() -> None:
                         help="also train each found spec from scratch (architecture vs training history)")
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
-    if args.seeds:
-        scale["seeds"] = args.seeds
-    if args.epochs:
-        scale["epochs"] = args.epochs
+    for key in ("seeds", "epochs", "train_per_class", "test_per_class"):
+        if getattr(args, key):
+            scale[key] = getattr(args, key)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data_dirs = {"mnist": SHARED}
