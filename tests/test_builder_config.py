@@ -40,6 +40,7 @@ def test_overrides_are_typed() -> None:
     ({"layer_lasso": "lots"}, r"resbuilder\.layer_lasso must be a number, got 'lots'"),
     ({"finetune_restart": "yes"}, r"resbuilder\.finetune_restart must be true or false, got 'yes'"),
     ({"expand_widths": 1}, r"resbuilder\.expand_widths must be true or false, got 1"),
+    ({"insert_width": 0}, r"resbuilder\.insert_width must be in \(0, 1\], got 0"),
     ({"finetune_reinit": -0.1}, r"resbuilder\.finetune_reinit must be in \[0, 1\], got -0\.1"),
     ({"search_fraction": 1.5}, r"resbuilder\.search_fraction must be in \(0, 1\], got 1\.5"),
     ({"delete_threshold": -1}, r"resbuilder\.delete_threshold must be a number >= 0, got -1"),

@@ -54,6 +54,7 @@ def test_an_edit_swaps_the_model_and_carries_momentum(tmp_path: Path) -> None:
     assert trainer.model is not old_model and trainer.optimizer is not old_optimizer
     assert spec.name == "resbuilder_resnet8"
     assert (spec.stem.out_chans, spec.blocks_per_stage) == (8, [1, 2, 1])
+    assert spec.stages[1][1].widths == (16,)  # half its neighbour's inner width (insert_width 0.5)
     carried = trainer.optimizer.state[trainer.model.layer1[0].conv1.weight]["momentum_buffer"]
     torch.testing.assert_close(carried, old_momentum[:, ::2])
     assert trainer.model.layer2[1].conv1.weight not in trainer.optimizer.state  # the new block starts fresh

@@ -66,16 +66,18 @@ def with_removable_block(model: reslab.ResNet) -> tuple[reslab.ResNet, int, int]
 # -- insertion -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("train", [False, True])
-def test_inserted_block_starts_as_the_identity(kind: str, train: bool) -> None:
+@pytest.mark.parametrize("width", [1.0, 0.5])
+def test_inserted_block_starts_as_the_identity(kind: str, train: bool, width: float) -> None:
     model, x = randomised(SPECS[kind]()), images()
     before = outputs(model, x, train)
     for stage in range(len(model.spec.stages)):
         for index in (1, len(model.spec.stages[stage])):
-            edit = insert_block(model, stage, index)
+            edit = insert_block(model, stage, index, width=width)
             assert edit.model.spec.blocks_per_stage[stage] == model.spec.blocks_per_stage[stage] + 1
             new, neighbour = edit.model.spec.stages[stage][index], model.spec.stages[stage][index - 1]
             assert (new.kind, new.stride, new.shortcut) == (neighbour.kind, 1, "identity")
             assert new.in_chans == new.out_chans == neighbour.out_chans
+            assert new.widths == new_block_spec(model.spec, stage, index, width).widths
             torch.testing.assert_close(outputs(edit.model, x, train), before, **TOL)
             assert_carried(model, edit)
             assert_spec_exact(edit.model)
@@ -100,6 +102,9 @@ def test_new_block_copies_its_neighbour_and_scales_widths() -> None:
     assert (after_first.in_chans, after_first.widths, after_first.out_chans) == (32, (8, 8), 32)
     before_first = new_block_spec(spec, 1, 0)  # before it: 16 channels, widths scaled by 16/32
     assert (before_first.in_chans, before_first.widths, before_first.out_chans) == (16, (4, 4), 16)
+    half = new_block_spec(spec, 1, 1, width=0.5)  # ResBuilder's default: half the neighbour's inner widths
+    assert (half.in_chans, half.widths, half.out_chans) == (32, (4, 4), 32)
+    assert new_block_spec(spec, 1, 0, width=0.1).widths == (1, 1)  # never below one channel
     with pytest.raises(SurgeryError, match="index 5 is out of range for stage 1"):
         new_block_spec(spec, 1, 5)
     with pytest.raises(SurgeryError, match="stage 7 does not exist"):

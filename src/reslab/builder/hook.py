@@ -205,7 +205,8 @@ class ResBuilderHook(Hook):
                         add("widen", copies)
             elif action == INSERT:
                 rng = random.Random(f"resbuilder:{self.seed}:{segment}")
-                add("insert", choose_insertion(model.spec, rng, cfg.insert_attempts, set(self.seen)))
+                add("insert", choose_insertion(model.spec, rng, cfg.insert_attempts, set(self.seen),
+                                               cfg.insert_width))
         return plan
 
     def insertion_paid(self, accuracy: float | None, samples: int | None) -> bool:
@@ -245,7 +246,7 @@ class ResBuilderHook(Hook):
             return cut_channels(model, argument)
         if operation == "widen":
             return widen_channels(model, argument, seed=self.seed)
-        return insert_block(model, *argument, gain=self.config.insert_gain)
+        return insert_block(model, *argument, gain=self.config.insert_gain, width=self.config.insert_width)
 
     def apply(self, trainer, plan: list[tuple[str, Any]], accuracy: float | None) -> None:
         """Make the planned edits, record them, and hand the result to the trainer."""

@@ -90,20 +90,21 @@ def signature(spec: NetSpec) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def with_block(spec: NetSpec, stage: int, index: int) -> NetSpec:
+def with_block(spec: NetSpec, stage: int, index: int, width: float = 1.0) -> NetSpec:
     """``spec`` with ResBuilder's new block at ``(stage, index)`` (the spec side of ``insert_block``)."""
     stages = [list(s) for s in spec.stages]
-    stages[stage].insert(index, new_block_spec(spec, stage, index))
+    stages[stage].insert(index, new_block_spec(spec, stage, index, width))
     return replace(spec, stages=stages)
 
 
-def choose_insertion(spec: NetSpec, rng: random.Random, attempts: int, seen: set[str]) -> tuple[int, int]:
+def choose_insertion(spec: NetSpec, rng: random.Random, attempts: int, seen: set[str],
+                     width: float = 1.0) -> tuple[int, int]:
     """Draw a stage uniformly, then a position in it; redraw (up to ``attempts`` draws in all) while the
     result is an architecture in ``seen``. The last draw stands if every one was seen."""
     choice = (0, 0)
     for _ in range(attempts):
         stage = rng.randrange(len(spec.stages))
         choice = (stage, rng.choice(insertion_points(spec, stage)))
-        if signature(with_block(spec, *choice)) not in seen:
+        if signature(with_block(spec, *choice, width)) not in seen:
             break
     return choice

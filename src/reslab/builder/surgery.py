@@ -145,12 +145,13 @@ def channels_at(spec: NetSpec, stage: int, index: int) -> int:
     return spec.stem.out_chans
 
 
-def new_block_spec(spec: NetSpec, stage: int, index: int) -> BlockSpec:
+def new_block_spec(spec: NetSpec, stage: int, index: int, width: float = 1.0) -> BlockSpec:
     """The block ResBuilder inserts at ``(stage, index)``: an identity block of the kind of its neighbour.
 
     The template is the block just before the insertion point (else the one after it, else the nearest block
     of an earlier stage); its internal widths are copied, scaled by the channel ratio when the template maps
-    a different number of channels (a downsampling or widening block).
+    a different number of channels (a downsampling or widening block), and by ``width`` (at least one
+    channel each).
     """
     _check_stage(spec, stage)
     blocks = spec.stages[stage]
@@ -166,18 +167,19 @@ def new_block_spec(spec: NetSpec, stage: int, index: int) -> BlockSpec:
             raise SurgeryError("insert: the network has no block whose kind a new block could copy")
         template = others[-1]
     chans = channels_at(spec, stage, index)
-    widths = tuple(max(1, round(w * chans / template.out_chans)) for w in template.widths)
+    widths = tuple(max(1, round(width * w * chans / template.out_chans)) for w in template.widths)
     return replace(template, in_chans=chans, widths=widths, out_chans=chans, stride=1, shortcut="identity")
 
 
-def insert_block(model: ResNet, stage: int, index: int, gain: float = 0.0) -> Edit:
+def insert_block(model: ResNet, stage: int, index: int, gain: float = 0.0, width: float = 1.0) -> Edit:
     """Insert a new identity block before block ``index`` of ``stage`` (``index == len(stage)``: at the end).
 
     The branch's last scale (its final BN's gamma; for wide blocks, the last conv) is set to ``gain``, so with
     ``gain = 0`` the network computes exactly what it did before and the new block grows from the identity.
+    ``width`` scales its internal widths (``new_block_spec``).
     """
     spec = model.spec
-    block = new_block_spec(spec, stage, index)
+    block = new_block_spec(spec, stage, index, width)
     stages = [list(s) for s in spec.stages]
     stages[stage].insert(index, block)
     new_spec = replace(spec, stages=stages)
