@@ -104,6 +104,25 @@ def test_no_accuracy_rise_spares_the_last_deletion_of_the_search(tmp_path: Path)
     assert hook.plan(trainer.model, last, accuracy=0.9)[0] == ("delete", [(0, 0)])
 
 
+@pytest.mark.parametrize(("rise", "deleted"), [(0.08, True), (0.25, False)])
+def test_the_rise_is_judged_against_the_noise_of_the_validation_split(tmp_path: Path, rise: float,
+                                                                      deleted: bool) -> None:
+    """At a segment end the hook measures the rise on the validation split it has (143 digits images: the
+    bound is 12 points at 50 %): 8 points is noise and the deletion goes ahead, 25 points spare it."""
+    hook = ResBuilderHook()
+    trainer = digits_trainer(tmp_path, hook)
+    hook.on_train_start(trainer)
+    assert len(trainer.data.val) == 143
+    with torch.no_grad():
+        trainer.model.layer1[0].bn2.weight.zero_()
+        trainer.model.layer1[0].bn2.bias.zero_()
+    hook.accuracy_before_insert = 0.5
+    epoch = hook.schedule.ends[1]  # segment 1: delete, then insert
+    trainer.epoch = epoch
+    hook.on_epoch_end(trainer, epoch, {"val_acc": 0.5 + rise})
+    assert ("deleted" in [e["kind"] for e in hook.events]) is deleted
+
+
 @pytest.mark.parametrize("expand", [True, False])
 def test_a_width_step_cuts_dead_channels_and_gives_their_macs_back(tmp_path: Path, expand: bool) -> None:
     hook = ResBuilderHook(ResBuilderConfig(expand_widths=expand))
