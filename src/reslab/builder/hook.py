@@ -225,7 +225,7 @@ class ResBuilderHook(Hook):
             return False
         rise = accuracy - before
         if samples:
-            p = min(max((accuracy + before) / 2, 0.0), 1.0)
+            p = (accuracy + before) / 2
             if rise <= 2 * math.sqrt(2 * p * (1 - p) / samples):
                 return False
         return rise > self.config.skip_delete_gain
