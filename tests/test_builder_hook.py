@@ -4,6 +4,7 @@ whole ``reslab build`` run on digits inserts, deletes, reports and saves a spec 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -189,6 +190,29 @@ def test_each_step_is_the_proximal_step_at_the_learning_rate_of_the_moment(tmp_p
         assert gain_rms() == pytest.approx(before - 0.02 * 0.3, rel=1e-4)
         rms[batch_size] = gain_rms()
     assert rms[64] == pytest.approx(rms[16], rel=1e-6)  # the segment's length plays no part
+
+
+@pytest.mark.parametrize(("power", "loss", "scale"), [(0.0, 0.1, 1.0), (0.5, 0.1, (0.1 / math.log(10)) ** 0.5),
+                                                     (0.5, 5.0, 1.0)])
+def test_the_layer_lasso_follows_the_training_loss(tmp_path: Path, power: float, loss: float,
+                                                    scale: float) -> None:
+    """With ``layer_lasso_loss_power`` p the proximal step is lambda * (L / ln K) ** p (L the last epoch's
+    training loss, K classes, at most lambda); it is measured on a block's gain after one step."""
+    hook = ResBuilderHook(ResBuilderConfig(layer_lasso=0.3, width_lasso=0.0, layer_lasso_loss_power=power))
+    trainer = digits_trainer(tmp_path, hook, *SMALL, "optim.lr=0.05")
+    hook.on_train_start(trainer)
+    trainer.epoch = 0
+    hook.on_epoch_end(trainer, 0, {"train_loss": loss})
+    assert hook.loss_scale == pytest.approx(scale)
+    assert hook.state_dict()["loss_scale"] == pytest.approx(scale)  # a resumed run keeps it
+    bn = trainer.model.layer1[0].bn2
+    with torch.no_grad():
+        bn.weight.fill_(1.0)
+        bn.bias.zero_()
+    trainer.optimizer.param_groups[0]["lr"] = 0.05
+    hook.on_step_end(trainer, 1)
+    rms = torch.cat([bn.weight, bn.bias]).norm().item() / (2 * bn.weight.numel()) ** 0.5
+    assert rms == pytest.approx(1 / 2**0.5 - 0.05 * 0.3 * scale, rel=1e-5)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.5])

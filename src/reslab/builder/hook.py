@@ -62,6 +62,7 @@ class ResBuilderHook(Hook):
         self._penalty_spec: NetSpec | None = None
         self._width: WidthPenalty | None = None
         self._blocks: list[tuple[int, int]] = []
+        self.loss_scale = 1.0  # the layer LASSO's factor from the training loss (layer_lasso_loss_power)
 
     # -- engine hooks ------------------------------------------------------------------------------------
     def on_train_start(self, trainer) -> None:
@@ -81,7 +82,8 @@ class ResBuilderHook(Hook):
         with step size ``lr`` (proximal SGD, the exact form of "loss + lambda * LASSO"). The balance between
         a group's data gradient and the penalty is then the same whatever the number of steps: a group
         survives when the data pulls on it harder than ``lambda`` (a per-segment strength, tried first, let
-        4x more steps per segment outvote the penalty 4x and the network grew without bound).
+        4x more steps per segment outvote the penalty 4x and the network grew without bound). The layer
+        LASSO's lambda is scaled by the last epoch's training loss (``layer_lasso_loss_power``).
         """
         if not self.searching(trainer):
             return  # fine-tuning: the found architecture trains without penalties
@@ -91,7 +93,7 @@ class ResBuilderHook(Hook):
             self._blocks = removable_blocks(model)
             self._penalty_spec = model.spec
         lr = trainer.optimizer.param_groups[0]["lr"]
-        shrink_blocks(model, self._blocks, self.config.layer_lasso * lr)
+        shrink_blocks(model, self._blocks, self.config.layer_lasso * self.loss_scale * lr)
         self._width.shrink(model, self.config.width_lasso * lr)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
@@ -103,8 +105,12 @@ class ResBuilderHook(Hook):
             "widths": [[list(b.widths) for b in stage] for stage in model.spec.stages],
             "params": cost.params, "macs": cost.macs,
             "train_acc": metrics.get("train_acc"), "val_acc": metrics.get("val_acc"),
+            "layer_lasso": self.config.layer_lasso * self.loss_scale,  # the strength this epoch ran with
         })
         metrics.update(blocks=model.spec.num_blocks, params=cost.params, macs=cost.macs)
+        loss, power = metrics.get("train_loss"), self.config.layer_lasso_loss_power
+        if power and loss is not None:
+            self.loss_scale = min(1.0, max(loss, 0.0) / math.log(max(model.spec.num_classes, 2))) ** power
         segment = self.schedule.segment_ending_at(epoch)
         if segment is None:
             return
@@ -162,7 +168,8 @@ class ResBuilderHook(Hook):
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "events": self.events, "seen": self.seen,
-                "start_spec": self.start_spec, "accuracy_before_insert": self.accuracy_before_insert}
+                "start_spec": self.start_spec, "accuracy_before_insert": self.accuracy_before_insert,
+                "loss_scale": self.loss_scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
@@ -170,6 +177,7 @@ class ResBuilderHook(Hook):
         self.seen = list(state.get("seen", []))
         self.start_spec = state.get("start_spec")
         self.accuracy_before_insert = state.get("accuracy_before_insert")
+        self.loss_scale = state.get("loss_scale", 1.0)
 
     # -- decisions and edits -------------------------------------------------------------------------------
     def plan(self, model: ResNet, segment: int, accuracy: float | None,
