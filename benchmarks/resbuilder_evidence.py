@@ -18,6 +18,9 @@ its MACs.
     .venv/bin/python benchmarks/resbuilder_evidence.py                # full: about 30 min on 2 CPU cores
     .venv/bin/python benchmarks/resbuilder_evidence.py --scale tiny   # a few minutes: checks that it all runs
     .venv/bin/python benchmarks/resbuilder_evidence.py --retrain      # also retrain each found spec afresh
+    # more seeds for the two networks the verdict compares, then one report of every finished run:
+    .venv/bin/python benchmarks/resbuilder_evidence.py --seeds 6 7 --methods resbuilder resnet20 --retrain
+    .venv/bin/python benchmarks/resbuilder_evidence.py --retrain --all-finished
     # a ResBuilder variant on other seeds, without the fixed networks (judged against them only if present):
     .venv/bin/python benchmarks/resbuilder_evidence.py --seeds 3 4 --methods resbuilder --retrain \
         --set expand_widths=true --set width_lasso=0.08 --work runs/probe_expand
@@ -155,6 +158,17 @@ def execute(run: Run, args: list[str], work: Path) -> dict:
     return json.loads(summary.read_text())
 
 
+def finished(work: Path, datasets: Sequence[str]) -> dict[Run, dict]:
+    """Every run in ``work`` with a summary, for ``datasets`` (names are ``<dataset>_<method>_s<seed>``)."""
+    found = {}
+    for summary in sorted((work / "runs").glob("*/summary.json")):
+        dataset, _, rest = summary.parent.name.partition("_")
+        method, _, seed = rest.rpartition("_s")
+        if dataset in datasets and method in (*METHODS, "retrain") and seed.isdigit():
+            found[Run(dataset, method, int(seed))] = json.loads(summary.read_text())
+    return found
+
+
 def mean(values: list[float]) -> float:
     return statistics.fmean(values)
 
@@ -171,6 +185,8 @@ def aggregate(results: dict[Run, dict], dataset: str, method: str) -> dict | Non
     return {"runs": len(rows), "accuracy": mean(acc), "accuracy_std": spread(acc),
             "params": mean([s["params"] for s in rows]), "macs": mean([s["macs"] for s in rows]),
             "wall_time_s": mean([s["wall_time_s"] for s in rows]),
+            "by_seed": {r.seed: s["test_accuracy"] for r, s in results.items()
+                        if r.dataset == dataset and r.method == method},
             "blocks_per_stage": [s["blocks_per_stage"] for s in rows]}
 
 
@@ -190,10 +206,14 @@ def verdict(table: dict[str, dict]) -> dict | None:
         return None
     best_name = max(BASELINES, key=lambda m: table[m]["accuracy"])
     best, found = table[best_name], table["resbuilder"]
+    # Seed by seed on the same data subset: the spread of the subsets cancels, what is left is the method's.
+    paired = [100 * (found["by_seed"][seed] - best["by_seed"][seed])
+              for seed in sorted(found["by_seed"]) if seed in best["by_seed"]]
     # The fairer question for a search: the most accurate fixed ResNet that costs no more than what it found.
     cheaper = [m for m in FIXED if m in table and table[m]["macs"] <= found["macs"]]
     rival = max(cheaper, key=lambda m: table[m]["accuracy"]) if cheaper else None
-    return {"best_baseline": best_name, **against(found, best),
+    return {"best_baseline": best_name, **against(found, best), "paired_points": paired,
+            "paired_standard_error": spread(paired) / len(paired) ** 0.5 if paired else None,
             "best_fixed_at_most_its_macs": rival,
             "gap_to_that_points": None if rival is None else 100 * (found["accuracy"] - table[rival]["accuracy"]),
             # The hand-made network against the same target: if it meets it, the target is within reach of an
@@ -247,7 +267,7 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
     settings = "the settings " + ", ".join(resbuilder) if resbuilder else "its default configuration"
     lines = [
         "# ResBuilder evidence", "",
-        f"Seeds {scale['seeds']}; {scale['epochs']} epochs; {scale['train_per_class']} training and "
+        f"Seeds {sorted({r.seed for r in results})}; {scale['epochs']} epochs; {scale['train_per_class']} training and "
         f"{scale['test_per_class']} test images per class (10 % of the training ones held out for "
         f"validation); SGD lr 0.05, batch {scale['batch_size']}, cosine; ResBuilder from ResNet-8 with "
         f"{settings}. This invocation took {total_s / 60:.1f} min (runs already done are "
@@ -274,6 +294,11 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
                   f"{'met' if v['accuracy_ok'] else 'NOT met'}), MACs x{v['macs_ratio']:.2f} (target <= 0.50: "
                   f"{'met' if v['macs_ok'] else 'NOT met'}), params x{v['params_ratio']:.2f}. "
                   f"**Target {'met' if v['met'] else 'not met'}.**", ""]
+        if len(v["paired_points"]) > 1:
+            lines += [f"Seed by seed against {v['best_baseline']} (same subsets): "
+                      f"{', '.join(f'{d:+.2f}' for d in v['paired_points'])}; mean "
+                      f"{mean(v['paired_points']):+.2f} ± {v['paired_standard_error']:.2f} points (standard error, "
+                      f"{len(v['paired_points'])} seeds).", ""]
         if v["best_fixed_at_most_its_macs"] is not None:
             lines += [f"Against the most accurate fixed ResNet of at most its MACs "
                       f"({v['best_fixed_at_most_its_macs']}): {v['gap_to_that_points']:+.2f} points.", ""]
@@ -308,6 +333,8 @@ def main() -> None:
                         help="which networks to train (default: all)")
     parser.add_argument("--set", dest="resbuilder", action="append", default=[], metavar="KEY=VALUE",
                         help="a ResBuilder setting for a variant (repeatable; the evidence uses none)")
+    parser.add_argument("--all-finished", action="store_true",
+                        help="report every finished run in --work (other seeds, other methods), not only these")
     parser.add_argument("--retrain", action="store_true",
                         help="also train each found spec from scratch (architecture vs training history)")
     args = parser.parse_args()
@@ -334,6 +361,8 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             summaries = list(pool.map(lambda r: execute(r, overrides(r, scale, data_dirs, work), work), again))
         results.update(zip(again, summaries, strict=True))
+    if args.all_finished:
+        results.update(finished(work, args.datasets))
     print(report(results, scale, work, time.perf_counter() - start, args.resbuilder))
     print(f"\nwritten: {work / 'evidence.md'}, {work / 'evidence.json'}, {work / 'accuracy_vs_macs.png'}")
 
