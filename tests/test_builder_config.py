@@ -44,6 +44,7 @@ def test_overrides_are_typed() -> None:
     ({"finetune_reinit": -0.1}, r"resbuilder\.finetune_reinit must be in \[0, 1\], got -0\.1"),
     ({"search_fraction": 1.5}, r"resbuilder\.search_fraction must be in \(0, 1\], got 1\.5"),
     ({"delete_threshold": -1}, r"resbuilder\.delete_threshold must be a number >= 0, got -1"),
+    ({"layer_lasso_loss_power": -0.3}, r"resbuilder\.layer_lasso_loss_power must be a number >= 0, got -0\.3"),
     ([1, 2], r"resbuilder must be a mapping of ResBuilder settings"),
 ])
 def test_bad_settings_name_the_key(section, message: str) -> None:

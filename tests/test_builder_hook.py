@@ -266,6 +266,13 @@ def test_reslab_build_on_digits(tmp_path: Path) -> None:
     assert len(summary["macs_history"]) == len(history) == 8
     assert summary["macs_history"][-1] == summary["macs"] == history[-1]["macs"]
     assert summary["params"] == history[-1]["params"]
+    # The layer LASSO's strength follows the training loss: full at the start, lower as the loss falls.
+    losses = [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    config = ResBuilderConfig()
+    assert history[0]["layer_lasso"] == config.layer_lasso
+    assert history[3]["layer_lasso"] == pytest.approx(
+        config.layer_lasso * (losses[2] / math.log(10)) ** config.layer_lasso_loss_power)
+    assert history[3]["layer_lasso"] < history[1]["layer_lasso"] < config.layer_lasso
     # Each epoch's architecture is the one the previous epoch's last event left.
     for e in events:
         if e["kind"] in ("inserted", "deleted", "narrowed", "widened") and e["epoch"] + 1 < len(history):
