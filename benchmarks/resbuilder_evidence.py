@@ -178,15 +178,15 @@ def spread(values: list[float]) -> float:
 
 
 def aggregate(results: dict[Run, dict], dataset: str, method: str) -> dict | None:
-    rows = [s for r, s in results.items() if r.dataset == dataset and r.method == method]
+    by_seed = {r.seed: s for r, s in results.items() if r.dataset == dataset and r.method == method}
+    rows = list(by_seed.values())
     if not rows:
         return None
     acc = [s["test_accuracy"] for s in rows]
     return {"runs": len(rows), "accuracy": mean(acc), "accuracy_std": spread(acc),
             "params": mean([s["params"] for s in rows]), "macs": mean([s["macs"] for s in rows]),
             "wall_time_s": mean([s["wall_time_s"] for s in rows]),
-            "by_seed": {r.seed: s["test_accuracy"] for r, s in results.items()
-                        if r.dataset == dataset and r.method == method},
+            "by_seed": {seed: s["test_accuracy"] for seed, s in by_seed.items()},
             "blocks_per_stage": [s["blocks_per_stage"] for s in rows]}
 
 

@@ -72,6 +72,11 @@ class ResBuilderHook(Hook):
             self.start_spec = trainer.model.spec.to_dict()
             self.seen.append(signature(trainer.model.spec))
 
+    @property
+    def layer_strength(self) -> float:
+        """The layer LASSO's lambda of the moment: the configured one scaled by the training loss."""
+        return self.config.layer_lasso * self.loss_scale
+
     def searching(self, trainer) -> bool:
         return self.schedule is not None and trainer.epoch <= self.schedule.last_search_epoch
 
@@ -93,7 +98,7 @@ class ResBuilderHook(Hook):
             self._blocks = removable_blocks(model)
             self._penalty_spec = model.spec
         lr = trainer.optimizer.param_groups[0]["lr"]
-        shrink_blocks(model, self._blocks, self.config.layer_lasso * self.loss_scale * lr)
+        shrink_blocks(model, self._blocks, self.layer_strength * lr)
         self._width.shrink(model, self.config.width_lasso * lr)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
@@ -105,12 +110,12 @@ class ResBuilderHook(Hook):
             "widths": [[list(b.widths) for b in stage] for stage in model.spec.stages],
             "params": cost.params, "macs": cost.macs,
             "train_acc": metrics.get("train_acc"), "val_acc": metrics.get("val_acc"),
-            "layer_lasso": self.config.layer_lasso * self.loss_scale,  # the strength this epoch ran with
+            "layer_lasso": self.layer_strength,  # the strength this epoch ran with
         })
         metrics.update(blocks=model.spec.num_blocks, params=cost.params, macs=cost.macs)
         loss, power = metrics.get("train_loss"), self.config.layer_lasso_loss_power
         if power and loss is not None:
-            self.loss_scale = min(1.0, max(loss, 0.0) / math.log(max(model.spec.num_classes, 2))) ** power
+            self.loss_scale = min(1.0, loss / math.log(max(model.spec.num_classes, 2))) ** power
         segment = self.schedule.segment_ending_at(epoch)
         if segment is None:
             return
