@@ -8,6 +8,7 @@ configurations; any valid depth/width of a family works too. ``plain_<name>`` is
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -115,7 +116,9 @@ def pyramidnet(depth: int, alpha: int, bottleneck: bool = False, num_classes: in
         for b in range(n):
             stride = 2 if (s > 0 and b == 0) else 1
             width += add_rate
-            planes = int(width)  # floored as in the authors' Torch code; this matches the paper's table
+            # Rounded half up, as the authors' Torch code and its PyTorch port do: summing alpha/N in floating
+            # point lands just under whole widths, which flooring would cut by one channel (63 instead of 64).
+            planes = math.floor(width + 0.5)
             if bottleneck:
                 blk = BlockSpec("pyramid_bottleneck", chans, (planes, planes), planes * 4, stride)
             else:

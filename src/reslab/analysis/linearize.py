@@ -329,7 +329,8 @@ def linearization_study(model: ResNet, train: Sequence[Batch], test: Sequence[Ba
 
     For each mode the penalty phase runs once from the trained model; then for every fraction a copy has its
     most nearly linear units fixed at exactly 1 and is fine-tuned. Layer mode goes first, and the channel mode
-    keeps exactly as many nonlinear channels as layer mode could (whole layers rarely hit a target exactly).
+    is linearised down to the count layer mode reached (whole layers rarely hit a target exactly); it can end
+    with fewer, so both counts are reported.
     """
     config = config or LinearizeConfig()
     for f in fractions:

@@ -13,8 +13,10 @@ channels). Conventions, shared by all three (see ``docs/regularisers.md``):
 * Under ``torch.compile`` a Python-level skip would split the graph at every block, so while compiling the
   gate is drawn on the input's device as a 0/1 tensor that multiplies the branch: the same distribution, one
   graph, but the dropped branch is computed (and its batch norms update their running statistics).
-* A skipped branch leaves its parameters without gradients: under DistributedDataParallel use
-  ``find_unused_parameters=True`` whenever a block uses ``stochastic_depth`` or ``separated``.
+* A skipped branch is not in the autograd graph: under DistributedDataParallel use
+  ``find_unused_parameters=True`` whenever a block uses ``stochastic_depth`` or ``separated``. The engine keeps
+  its parameters' gradients as zeros (not ``None``), so the optimizer still applies weight decay and momentum
+  to a dropped block, as the papers' code does.
 """
 
 from __future__ import annotations

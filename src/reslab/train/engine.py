@@ -548,13 +548,18 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen, step_in_epoch, pending = 0, 0, None
+        # A dropped branch's parameters get zero gradients, not none, so that weight decay and momentum still
+        # move them in that step, as in Huang et al.'s and Yamada et al.'s code; the branch itself is not computed.
+        for p in self.model.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
         for x, y in self._batches(self.data.train, self.local_batch, train=True):
             with autocast_context(self.precision, self.device):
                 logits = module(x)
             loss = self.criterion(logits.float(), y)
             extra = [t for t in (h.extra_loss(self) for h in self.hooks) if t is not None]
             total = loss + sum(extra) if extra else loss
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=False)
             self.scaler.scale(total).backward()
             # Check the previous step's loss now: reading this step's would wait for the GPU to finish it.
             if pending is not None:
