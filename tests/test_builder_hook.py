@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from reslab.build import build as reslab_build
-from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, channel_layout, make_hook
+from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, make_hook
 from reslab.cli import main
+from reslab.edit import channel_layout
 from reslab.io import load
 from reslab.profile import profile
 from reslab.spec import NetSpec

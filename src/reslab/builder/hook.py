@@ -20,19 +20,11 @@ from typing import Any
 import torch
 
 from ..build import ResNet, build
-from ..profile import profile
-from ..spec import NetSpec
-from ..train.config import Config
-from ..train.distributed import broadcast_object
-from ..train.hooks import Hook
-from .channels import block_prefix, channel_layout
-from .config import ResBuilderConfig
-from .penalties import WidthPenalty, block_strengths, removable_blocks, shrink_blocks
-from .report import write_report
-from .schedule import DELETE, INSERT, NARROW, Schedule, choose_insertion, make_schedule, signature
-from .surgery import (
+from ..edit import (
     Edit,
+    block_prefix,
     carry_optimizer_state,
+    channel_layout,
     compose,
     copies_for,
     cut_channels,
@@ -42,6 +34,15 @@ from .surgery import (
     insert_block,
     widen_channels,
 )
+from ..profile import profile
+from ..spec import NetSpec
+from ..train.config import Config
+from ..train.distributed import broadcast_object
+from ..train.hooks import Hook
+from .config import ResBuilderConfig
+from .penalties import WidthPenalty, block_strengths, removable_blocks, shrink_blocks
+from .report import write_report
+from .schedule import DELETE, INSERT, NARROW, Schedule, choose_insertion, make_schedule, signature
 
 FOUND_SPEC = "found_spec.json"
 

@@ -1,4 +1,4 @@
-"""ResBuilder's structural edits on every block kind: exactness, spec/weight consistency, optimizer carry."""
+"""Structural edits (reslab.edit) on every block kind: exactness, spec/weight consistency, optimizer carry."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from builder_nets import INPUT, SPECS, bottleneck_spec, images, outputs, randomi
 from torch import nn
 
 import reslab
-from reslab.builder import (
+from reslab.builder import WidthPenalty, removable_blocks
+from reslab.edit import (
     SurgeryError,
-    WidthPenalty,
     carry_optimizer_state,
     channel_layout,
     compose,
@@ -24,12 +24,12 @@ from reslab.builder import (
     insert_block,
     load_carried_state,
     new_block_spec,
-    removable_blocks,
+    set_branch_gain,
+    take,
     why_not_deletable,
     widen_channels,
 )
-from reslab.builder.channels import BLOCK_LAYOUTS
-from reslab.builder.surgery import set_branch_gain, take
+from reslab.edit.channels import BLOCK_LAYOUTS
 from reslab.io import load, save
 
 KINDS = list(SPECS)
