@@ -31,6 +31,7 @@ from reslab.edit import (
 )
 from reslab.edit.channels import BLOCK_LAYOUTS
 from reslab.io import load, save
+from reslab.layers.blocks import IN, INTERNAL, OUT
 
 KINDS = list(SPECS)
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -377,3 +378,29 @@ def test_optimizer_state_is_carried_for_surviving_parameters(optimizer: str) -> 
     new_opt.step()
     with pytest.raises(KeyError, match="not a parameter of the new model"):
         state_for("layer9.0.conv1.weight")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_block_declares_the_layout_of_its_layers(kind):
+    """A block class's ``layout`` names exactly its parameterised branch layers, each with the widths its
+    tensors have, and ``zero_init_`` silences the branch at ``branch_end``: the edits read nothing else
+    about a block, so a new block kind is one class in reslab.layers.blocks."""
+    model = reslab.build(SPECS[kind]())  # freshly initialised: BN shifts are 0, as zero_init_ expects
+    for block in model.blocks():
+        spec, layout = block.spec, type(block).layout
+        sizes = {IN: spec.in_chans, OUT: spec.out_chans, **dict(zip(INTERNAL, spec.widths, strict=False))}
+        own = {name for name, m in block.named_modules() if name and not name.startswith("downsample")
+               and any(True for _ in m.parameters(recurse=False))}
+        assert own == {name for name, _ in layout.modules}
+        for name, dims in layout.modules:
+            weight = block.get_submodule(name).weight
+            assert tuple(weight.shape[:len(dims)]) == tuple(sizes[d] for d in dims), (kind, name)
+        assert {layout.internal_bns[k] for k in range(len(spec.widths))} <= own
+        assert block.branch_end() is block.get_submodule(layout.out_producer)
+        x = torch.randn(2, spec.in_chans, 8, 8)
+        block.eval().zero_init_()
+        skip = x if block.downsample is None else block.downsample(
+            torch.relu(block.bn1(x)) if spec.preact and spec.shortcut == "projection" else x)
+        if block.downsample is not None:
+            expected = torch.relu(skip) if type(block).post_act else skip
+            torch.testing.assert_close(block(x), expected, **TOL)
