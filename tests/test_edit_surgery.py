@@ -14,6 +14,7 @@ from reslab.builder import WidthPenalty, removable_blocks
 from reslab.edit import (
     SurgeryError,
     carry_optimizer_state,
+    carry_weights,
     channel_layout,
     compose,
     copies_for,
@@ -404,3 +405,25 @@ def test_every_block_declares_the_layout_of_its_layers(kind):
         if block.downsample is not None:
             expected = torch.relu(skip) if type(block).post_act else skip
             torch.testing.assert_close(block(x), expected, **TOL)
+
+
+def test_carry_weights_by_name_strict_or_skipping_what_does_not_fit():
+    """The state-dict level carry: strict by default (a tensor that does not fit is an error naming both
+    keys); with skip_mismatch a new head keeps its own initialisation and is mapped to None, the way a
+    fine-tuning start from another task's weights needs it."""
+    source = randomised(SPECS["basic"]())
+    target = reslab.build(replace(source.spec, head=replace(source.spec.head, num_classes=5)))
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(SurgeryError, match="carrying 'fc.weight' into 'fc.weight': shape"):
+        carry_weights(target, source.state_dict())
+    assert all(torch.equal(v, fresh[k]) for k, v in target.state_dict().items())  # untouched by the error
+    weights = carry_weights(target, source.state_dict(), skip_mismatch=True)
+    assert sorted(k for k, c in weights.items() if c is None) == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(target.fc.weight, fresh["fc.weight"])
+    for key, value in target.state_dict().items():
+        if weights[key] is not None:
+            assert torch.equal(value, source.state_dict()[key]), key
+    state = dict(source.state_dict())
+    del state["layer1.0.bn1.running_var"]
+    with pytest.raises(SurgeryError, match="the source has no 'layer1.0.bn1.running_var'"):
+        carry_weights(source, state)

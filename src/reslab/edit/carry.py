@@ -85,26 +85,30 @@ def carry_weights(target: nn.Module, source: Mapping[str, torch.Tensor], mapping
 
     By default (``mapping`` = same name, strict) a tensor whose source is missing or does not fit is an
     error naming both keys. ``skip_mismatch=True`` leaves such a tensor as it is and maps it to ``None``
-    instead (loading a fine-tuning start whose head or widths differ).
+    instead (loading a fine-tuning start whose head or widths differ). Everything is checked before the
+    first copy, so an error leaves ``target`` as it was.
     """
     weights: WeightMap = {}
-    with torch.no_grad():
-        for key, own in target.state_dict().items():
-            carry = mapping(key)
-            if carry is not None and carry.source not in source:
-                if not skip_mismatch:
-                    raise SurgeryError(f"carrying into {key!r}: the source has no {carry.source!r}")
+    copies = []
+    for key, own in target.state_dict().items():
+        carry = mapping(key)
+        if carry is not None and carry.source not in source:
+            if not skip_mismatch:
+                raise SurgeryError(f"carrying into {key!r}: the source has no {carry.source!r}")
+            carry = None
+        if carry is not None:
+            value = take(source[carry.source], carry.index)
+            if value.shape == own.shape:
+                copies.append((own, value))
+            elif not skip_mismatch:
+                raise SurgeryError(f"carrying {carry.source!r} into {key!r}: shape {tuple(value.shape)} "
+                                   f"does not fit {tuple(own.shape)} (spec and weights disagree)")
+            else:
                 carry = None
-            if carry is not None:
-                value = take(source[carry.source], carry.index)
-                if value.shape != own.shape:
-                    if not skip_mismatch:
-                        raise SurgeryError(f"carrying {carry.source!r} into {key!r}: shape {tuple(value.shape)} "
-                                           f"does not fit {tuple(own.shape)} (spec and weights disagree)")
-                    carry = None
-                else:
-                    own.copy_(value)
-            weights[key] = carry
+        weights[key] = carry
+    with torch.no_grad():
+        for own, value in copies:
+            own.copy_(value)
     return weights
 
 
