@@ -8,14 +8,16 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from reslab.build import build as reslab_build
-from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderHook, channel_layout, make_hook
+from reslab.builder import FOUND_SPEC, ResBuilderConfig, ResBuilderConfigError, ResBuilderHook, make_hook, make_schedule
 from reslab.cli import main
+from reslab.edit import channel_layout
 from reslab.io import load
 from reslab.profile import profile
 from reslab.spec import NetSpec
@@ -317,3 +319,33 @@ def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
     kinds = [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert "inserted" in kinds and "narrowed" in kinds and "widened" in kinds
     assert load(run / "model.safetensors").spec == NetSpec.load(run / FOUND_SPEC)
+
+
+def test_a_resume_with_more_epochs_keeps_the_stored_schedule(tmp_path: Path) -> None:
+    """The schedule is part of the hook's checkpointed state: extending a finished 4-epoch run (search in
+    epochs 0-1) to 10 epochs fine-tunes on, where re-deriving it from train.epochs would search again until
+    epoch 4. The kept schedule is announced in events.jsonl."""
+    args = ["build", "--data", "digits", "--out", str(tmp_path)]
+    for override in [*QUIET, *SMALL, "train.epochs=4", "resbuilder.insertions_per_cycle=1"]:
+        args += ["--set", override]
+    assert main(args) == 0
+    run = tmp_path / "digits_resbuilder"
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=10"]) == 0
+    state = json.loads((run / "resbuilder.json").read_text())
+    assert [row["phase"] for row in state["history"]] == ["search"] * 2 + ["finetune"] * 8
+    assert all(e["epoch"] < 2 for e in state["events"])  # no edit after the stored search
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    kept = [e for e in events if e["kind"] == "resbuilder_schedule_kept"]
+    assert len(kept) == 1 and kept[0]["segment_ends"] == [0, 1] and kept[0]["train_epochs"] == 10
+
+
+def test_a_resume_that_would_end_inside_the_stored_search_is_refused(tmp_path: Path) -> None:
+    hook = ResBuilderHook()
+    hook.load_state_dict({"schedule": asdict(make_schedule(hook.config, 16))})  # search ends with epoch 7
+    trainer = digits_trainer(tmp_path, hook, "train.epochs=6")
+    with pytest.raises(ResBuilderConfigError, match="train.epochs: 6 would end this run inside ResBuilder's "
+                                                    "search.*resume with train.epochs > 7"):
+        hook.on_train_start(trainer)
+    same = ResBuilderHook()
+    same.load_state_dict(hook.state_dict())
+    assert same.schedule == make_schedule(hook.config, 16)  # the state round-trips

@@ -16,13 +16,13 @@ from reslab.builder import (
     WidthPenalty,
     block_strengths,
     branch_gain,
-    insert_block,
     layer_lasso,
     removable_blocks,
     shrink_blocks,
 )
-from reslab.builder.channels import BLOCK_LAYOUTS
 from reslab.builder.penalties import channel_costs, group_matrix
+from reslab.edit import insert_block
+from reslab.edit.channels import BLOCK_LAYOUTS
 
 
 class Penalty(nn.Module):

@@ -1,15 +1,13 @@
 """The ``reslab`` command: ``train``, ``eval``, ``models``, and ``analyze``/``build`` from their packages.
 
-The depth analyses and ResBuilder plug into ``reslab train`` through config sections: when a config has a
-section listed in ``reslab.train.config.EXTRA_SECTIONS`` (``resbuilder``, ``analysis``), its module is
-imported and its ``make_hook(section: dict, config: Config) -> Hook | list[Hook]`` supplies the hooks. The
-engine itself never imports them. Their own commands are added by their ``register(subparsers)``.
+The depth analyses and ResBuilder plug into ``reslab train`` through config sections
+(``reslab.train.plugins.extra_hooks``); the engine itself never imports them. Their own commands are added
+by their ``register(subparsers)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -21,40 +19,16 @@ from .data import DataError
 from .io import CheckpointError
 from .spec import SpecError
 from .train.config import (
-    EXTRA_SECTIONS,
-    Config,
     ConfigError,
     checkpoint_config,
     describe_schema,
     load_config,
 )
 from .train.engine import TrainingError
-from .train.hooks import Hook
+from .train.plugins import extra_hooks
 
 # Errors that are the user's input, shown as one line without a traceback.
 USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
-
-
-def extra_hooks(config: Config) -> list[Hook]:
-    """Hooks from the optional sections present in ``config`` (their packages are imported only then)."""
-    hooks: list[Hook] = []
-    for section, raw in config.extras.items():
-        module_name = EXTRA_SECTIONS[section]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ConfigError(
-                f"{section}: this section needs {module_name}, which cannot be imported ({err})"
-            ) from None
-        make_hook = getattr(module, "make_hook", None)
-        if make_hook is None:
-            raise ConfigError(
-                f"{section}: {module_name} does not provide make_hook(section, config) in this "
-                f"version of reslab"
-            )
-        made = make_hook(raw, config)
-        hooks.extend(made if isinstance(made, list | tuple) else [made])
-    return hooks
 
 
 # -- train -----------------------------------------------------------------------------------------------

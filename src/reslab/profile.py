@@ -7,7 +7,7 @@ papers' tables).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,9 +21,6 @@ class Profile:
     flops: int  # = 2 x macs (torch.utils.flop_counter's unit)
     activation_bytes: int  # sum of every leaf module's output for one image, in the parameters' dtype
     input_size: tuple[int, int, int]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def count_params(model: nn.Module) -> int:

@@ -23,16 +23,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from ..build import ResNet
-from ..builder.surgery import Carry, transplant, why_not_deletable
+from ..edit import drop_blocks, why_not_deletable
 from ..layers.blocks import ResidualBlock
 from ..spec import BlockSpec, NetSpec
 from .errors import AnalysisError
@@ -104,9 +103,6 @@ def lesioned(model: ResNet, blocks: Iterable[Position]) -> Iterator[ResNet]:
 
 
 # -- the spec edit the runtime lesion must agree with --------------------------------------------------------
-_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
-
-
 def why_not_removable(spec: NetSpec, position: Position) -> str | None:
     """Why removing the block from the spec would not equal lesioning it, or ``None`` when it would."""
     stage, index = position
@@ -125,21 +121,7 @@ def remove_blocks(model: ResNet, blocks: Iterable[Position]) -> ResNet:
         reason = why_not_removable(spec, position)
         if reason is not None:
             raise AnalysisError(f"block {position} of {spec.name} cannot be removed from the spec: {reason}")
-    stages, source = [], {}
-    for s, stage in enumerate(spec.stages):
-        kept = [b for b in range(len(stage)) if (s, b) not in doomed]
-        source.update({(s, new): (s, old) for new, old in enumerate(kept)})
-        stages.append([stage[b] for b in kept])
-
-    def carry(key: str) -> Carry:
-        match = _BLOCK_KEY.fullmatch(key)
-        if match is None:
-            return Carry(key)
-        s, b = source[(int(match[1]) - 1, int(match[2]))]
-        return Carry(f"layer{s + 1}.{b}.{match[3]}")
-
-    removed = replace(spec, name=f"{spec.name}-lesioned", stages=stages)
-    return transplant(model, removed, carry).model
+    return drop_blocks(model, doomed, name=f"{spec.name}-lesioned").model
 
 
 # -- the study -----------------------------------------------------------------------------------------------

@@ -83,7 +83,3 @@ def run_trunk(model: ResNet, x0: torch.Tensor) -> torch.Tensor:
     for stage in model.stages():
         h = stage(h)
     return model.forward_head(model.finish_features(h))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

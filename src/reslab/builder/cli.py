@@ -13,9 +13,9 @@ from pathlib import Path
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..cli import extra_hooks
     from ..train.config import load_config
     from ..train.engine import Trainer
+    from ..train.plugins import extra_hooks
 
     overrides = list(args.set or [])
     if args.data is not None:

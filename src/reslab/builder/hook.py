@@ -5,7 +5,10 @@ same with the section added. At each segment end (see ``schedule``) rank 0 plans
 the network, every rank applies the same plan (so all processes hold identical networks), and the trainer
 swaps the network in with its optimizer state carried over (``Trainer.set_model`` re-wraps DDP and
 torch.compile). When the search ends, fine-tuning restarts the schedule from shrink-and-perturb weights
-(``shrink_and_perturb``). The history of the architecture is kept in the hook's state, so a resumed run keeps it.
+(``shrink_and_perturb``). The history of the architecture and the schedule are kept in the hook's state, so
+a resumed run keeps them: resuming with another ``train.epochs`` (to extend a run) does not move the search.
+The stored schedule stands and an event ``resbuilder_schedule_kept`` says so; a ``train.epochs`` that would
+end the run before the stored search ends is refused.
 """
 
 from __future__ import annotations
@@ -14,25 +17,17 @@ import json
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 
 from ..build import ResNet, build
-from ..profile import profile
-from ..spec import NetSpec
-from ..train.config import Config
-from ..train.distributed import broadcast_object
-from ..train.hooks import Hook
-from .channels import block_prefix, channel_layout
-from .config import ResBuilderConfig
-from .penalties import WidthPenalty, block_strengths, removable_blocks, shrink_blocks
-from .report import write_report
-from .schedule import DELETE, INSERT, NARROW, Schedule, choose_insertion, make_schedule, signature
-from .surgery import (
+from ..edit import (
     Edit,
+    block_prefix,
     carry_optimizer_state,
+    channel_layout,
     compose,
     copies_for,
     cut_channels,
@@ -42,6 +37,15 @@ from .surgery import (
     insert_block,
     widen_channels,
 )
+from ..profile import profile
+from ..spec import NetSpec
+from ..train.config import Config
+from ..train.distributed import broadcast_object
+from ..train.hooks import Hook
+from .config import ResBuilderConfig, ResBuilderConfigError
+from .penalties import WidthPenalty, block_strengths, removable_blocks, shrink_blocks
+from .report import write_report
+from .schedule import DELETE, INSERT, NARROW, Schedule, choose_insertion, make_schedule, signature
 
 FOUND_SPEC = "found_spec.json"
 
@@ -66,11 +70,30 @@ class ResBuilderHook(Hook):
 
     # -- engine hooks ------------------------------------------------------------------------------------
     def on_train_start(self, trainer) -> None:
-        self.schedule = make_schedule(self.config, trainer.config.train.epochs)
+        epochs = trainer.config.train.epochs
+        if self.schedule is None:  # a new run (or a checkpoint from before schedules were stored)
+            self.schedule = make_schedule(self.config, epochs)
+        else:
+            self._check_resumed_schedule(trainer, epochs)
         self.input_size = (trainer.data.in_chans, trainer.data.image_size, trainer.data.image_size)
         if self.start_spec is None:  # not resumed
             self.start_spec = trainer.model.spec.to_dict()
             self.seen.append(signature(trainer.model.spec))
+
+    def _check_resumed_schedule(self, trainer, epochs: int) -> None:
+        """A resumed run keeps the schedule it started with, whatever ``train.epochs`` says now."""
+        last = self.schedule.last_search_epoch
+        if epochs <= last:
+            raise ResBuilderConfigError(
+                f"train.epochs: {epochs} would end this run inside ResBuilder's search, which was scheduled "
+                f"when the run started to end with epoch {last}; resume with train.epochs > {last}")
+        try:
+            derived = make_schedule(self.config, epochs)
+        except ResBuilderConfigError:
+            derived = None
+        if derived != self.schedule:
+            trainer.event("resbuilder_schedule_kept", segment_ends=list(self.schedule.ends),
+                          search_epochs=self.schedule.search_epochs, train_epochs=epochs)
 
     @property
     def layer_strength(self) -> float:
@@ -174,7 +197,8 @@ class ResBuilderHook(Hook):
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "events": self.events, "seen": self.seen,
                 "start_spec": self.start_spec, "accuracy_before_insert": self.accuracy_before_insert,
-                "loss_scale": self.loss_scale}
+                "loss_scale": self.loss_scale,
+                "schedule": None if self.schedule is None else asdict(self.schedule)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
@@ -183,6 +207,8 @@ class ResBuilderHook(Hook):
         self.start_spec = state.get("start_spec")
         self.accuracy_before_insert = state.get("accuracy_before_insert")
         self.loss_scale = state.get("loss_scale", 1.0)
+        schedule = state.get("schedule")
+        self.schedule = None if schedule is None else Schedule(**{**schedule, "ends": tuple(schedule["ends"])})
 
     # -- decisions and edits -------------------------------------------------------------------------------
     def plan(self, model: ResNet, segment: int, accuracy: float | None,

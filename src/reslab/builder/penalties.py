@@ -8,7 +8,7 @@ width. The gain is what makes the branch vanish: the weights before a BN are sca
 says nothing about the block's contribution. A block is removed when the mean absolute value of its gain falls
 below the deletion threshold (the paper's criterion: mean absolute weight of the block).
 
-**Width (MorphNet-style).** Every channel group of ``reslab.builder.channels`` contributes, per channel, the
+**Width (MorphNet-style).** Every channel group of ``reslab.edit.channels`` contributes, per channel, the
 L2 norm of the values of all its members (producer gammas and betas, consumer betas, conv slices), weighted by
 the channel's FLOP cost: the multiply-accumulates of every conv and linear layer that reads or writes it, per
 channel (Gordon et al. 2018, MorphNet). Costs are divided by their channel-weighted mean so the strength means
@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..build import ResNet
-from .channels import BLOCK_LAYOUTS, ChannelLayout, Member, channel_layout
-from .surgery import why_not_deletable
+from ..edit.channels import ChannelLayout, Member, channel_layout
+from ..edit.surgery import why_not_deletable
+from ..layers.blocks import ResidualBlock
 
 
 # -- depth ------------------------------------------------------------------------------------------------
@@ -45,18 +46,15 @@ def removable_blocks(model: ResNet) -> list[tuple[int, int]]:
     return [(s, b) for s, b, _ in spec.blocks() if why_not_deletable(spec, s, b) is None]
 
 
-def branch_gain(block: nn.Module) -> torch.Tensor:
+def branch_gain(block: ResidualBlock) -> torch.Tensor:
     """The flattened parameters that scale a block's residual branch (its final BN's gamma and beta, or the
     last conv's weight for branches that end in a conv). The branch is zero when this vector is."""
-    producer = getattr(block, BLOCK_LAYOUTS[block.spec.kind].out_producer)
-    if isinstance(producer, nn.BatchNorm2d):
-        return torch.cat([producer.weight, producer.bias])
-    return producer.weight.reshape(-1)
+    return torch.cat([p.reshape(-1) for p in _gain_parameters(block)])
 
 
-def _gain_parameters(block: nn.Module) -> list[torch.Tensor]:
+def _gain_parameters(block: ResidualBlock) -> list[torch.Tensor]:
     """The parameters ``branch_gain`` flattens, in its order."""
-    producer = getattr(block, BLOCK_LAYOUTS[block.spec.kind].out_producer)
+    producer = block.branch_end()
     return [producer.weight, producer.bias] if isinstance(producer, nn.BatchNorm2d) else [producer.weight]
 
 

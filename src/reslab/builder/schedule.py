@@ -18,9 +18,9 @@ import json
 import random
 from dataclasses import dataclass, replace
 
+from ..edit.surgery import new_block_spec
 from ..spec import NetSpec
 from .config import ResBuilderConfig, ResBuilderConfigError
-from .surgery import new_block_spec
 
 DELETE, NARROW, INSERT = "delete", "narrow", "insert"
 

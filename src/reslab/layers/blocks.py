@@ -3,11 +3,16 @@
 Attribute names follow torchvision (``conv1``, ``bn1``, ..., ``downsample``) so that ImageNet ResNets
 exchange state dicts with torchvision. Every block splits into a residual branch and a shortcut; the sum
 goes through the block's drop-path regulariser, if any, so that a dropped branch is never computed.
+
+Each block class declares its ``layout``: which of its layers read and write which channels. It is the one
+place that names a block's layers for the code that edits or penalises them (``reslab.edit``, ResBuilder's
+penalties), so a new block kind is a class here and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,6 +20,26 @@ from torch import nn
 from ..spec import BlockSpec
 from .drop import make_drop
 from .shortcuts import make_shortcut
+
+# Channel sets of a block: its input, its output, and its internal widths (``spec.widths[k]``).
+IN, OUT = "in", "out"
+INTERNAL = ("w0", "w1")
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """How a block kind's parameterised layers index its channel sets.
+
+    ``modules`` maps a layer's name inside the block to the channel set of each leading tensor dimension
+    (conv weights: output then input channels; BN: its channels). ``internal_bns[k]`` normalises internal
+    width k and is always followed by a ReLU. ``out_producer`` ends the residual branch (a BN, or a conv for
+    branches that end in one); ``in_bn`` is the pre-activation BN on the block's input, if any.
+    """
+
+    modules: tuple[tuple[str, tuple[str, ...]], ...]
+    internal_bns: tuple[str, ...]
+    out_producer: str
+    in_bn: str | None = None
 
 
 def conv3x3(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -29,6 +54,9 @@ class ResidualBlock(nn.Module):
     """Shared wiring: ``out = act(drop(branch, shortcut))``. Subclasses define ``branch``."""
 
     post_act = True
+    layout: BlockLayout  # declared by every block kind
+    # A projection shortcut's conv and BN (``make_shortcut``'s Sequential; pre-activation blocks have no BN).
+    projection = ("downsample.0", "downsample.1")
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
@@ -41,14 +69,15 @@ class ResidualBlock(nn.Module):
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def branch_end(self) -> nn.BatchNorm2d | nn.Conv2d:
+        """The layer that ends the residual branch (``layout.out_producer``): its scale is the branch's."""
+        return getattr(self, self.layout.out_producer)
+
     def zero_init_(self) -> None:
         """Make the branch output zero, so the block starts as its shortcut (torchvision's
-        ``zero_init_residual``; ResBuilder's near-identity insertion)."""
-        nn.init.zeros_(self.last_bn().weight)
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        """The batch norm that ends the branch."""
-        raise NotImplementedError
+        ``zero_init_residual``; ResBuilder's near-identity insertion): the ending BN's scale, or the ending
+        conv's weight for branches that end in a conv."""
+        nn.init.zeros_(self.branch_end().weight)
 
     def combine(self, branch_fn: Callable[[], torch.Tensor], skip: torch.Tensor | None) -> torch.Tensor:
         if skip is not None and self.drop is None:
@@ -67,6 +96,9 @@ class ResidualBlock(nn.Module):
 class BasicBlock(ResidualBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, sum, ReLU (He et al. 2016; torchvision's BasicBlock)."""
 
+    layout = BlockLayout((("conv1", ("w0", IN)), ("bn1", ("w0",)), ("conv2", (OUT, "w0")), ("bn2", (OUT,))),
+                         internal_bns=("bn1",), out_producer="bn2")
+
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
         (mid,) = spec.widths
@@ -78,12 +110,13 @@ class BasicBlock(ResidualBlock):
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
-
 
 class Bottleneck(ResidualBlock):
     """1x1-3x3-1x1 bottleneck with the stride on the 3x3 conv (torchvision's "ResNet v1.5")."""
+
+    layout = BlockLayout((("conv1", ("w0", IN)), ("bn1", ("w0",)), ("conv2", ("w1", "w0")), ("bn2", ("w1",)),
+                          ("conv3", (OUT, "w1")), ("bn3", (OUT,))),
+                         internal_bns=("bn1", "bn2"), out_producer="bn3")
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
@@ -100,9 +133,6 @@ class Bottleneck(ResidualBlock):
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn3
-
 
 class WideBasic(ResidualBlock):
     """Pre-activation wide block (Zagoruyko & Komodakis 2016): BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3.
@@ -112,6 +142,8 @@ class WideBasic(ResidualBlock):
     """
 
     post_act = False
+    layout = BlockLayout((("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", (OUT, "w0"))),
+                         internal_bns=("bn2",), out_producer="conv2", in_bn="bn1")
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
@@ -139,17 +171,14 @@ class WideBasic(ResidualBlock):
             skip = self.downsample(x)
         return self.combine(lambda: self.branch_from_preact(pre), skip)
 
-    def zero_init_(self) -> None:
-        nn.init.zeros_(self.conv2.weight)
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
-
 
 class PyramidBasic(ResidualBlock):
     """PyramidNet basic block (Han et al. 2017): BN-conv3x3-BN-ReLU-conv3x3-BN, no ReLU after the sum."""
 
     post_act = False
+    layout = BlockLayout((("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", (OUT, "w0")),
+                          ("bn3", (OUT,))),
+                         internal_bns=("bn2",), out_producer="bn3", in_bn="bn1")
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
@@ -164,14 +193,14 @@ class PyramidBasic(ResidualBlock):
         out = self.conv1(self.bn1(x))
         return self.bn3(self.conv2(self.relu(self.bn2(out))))
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn3
-
 
 class PyramidBottleneck(ResidualBlock):
     """PyramidNet bottleneck: BN-1x1-BN-ReLU-3x3-BN-ReLU-1x1-BN, no ReLU after the sum."""
 
     post_act = False
+    layout = BlockLayout((("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", ("w1", "w0")),
+                          ("bn3", ("w1",)), ("conv3", (OUT, "w1")), ("bn4", (OUT,))),
+                         internal_bns=("bn2", "bn3"), out_producer="bn4", in_bn="bn1")
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__(spec)
@@ -189,9 +218,6 @@ class PyramidBottleneck(ResidualBlock):
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
         return self.bn4(out)
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn4
 
 
 BLOCKS: dict[str, type[ResidualBlock]] = {

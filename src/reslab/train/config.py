@@ -29,7 +29,7 @@ class ConfigError(ValueError):
     """A bad configuration; the message names the key path (and the file, when there is one)."""
 
 
-# Sections read by optional packages, and the module that turns each into hooks (see ``reslab.cli``).
+# Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
 EXTRA_SECTIONS: dict[str, str] = {"resbuilder": "reslab.builder", "analysis": "reslab.analysis"}
 
 Check = Callable[[Any], str | None]  # returns what the value must be, when it is wrong

@@ -354,11 +354,6 @@ class Trainer:
             module = torch.compile(module)
         self._forward_train = module
 
-    @property
-    def train_module(self) -> nn.Module:
-        """What the training step calls (the model, maybe wrapped by DDP and torch.compile)."""
-        return self._forward_train
-
     def _new_scheduler(self):
         return make_scheduler(
             self.optimizer,

@@ -28,51 +28,18 @@ A channel is removable exactly when all producers are zero and every consumer BN
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..layers.blocks import BLOCKS, IN, INTERNAL, OUT, BlockLayout, ResidualBlock
 from ..spec import NetSpec
 
-# Channel sets of a block: its input, its output, and its internal widths.
-IN, OUT = "in", "out"
-INTERNAL = ("w0", "w1")
+# What each block kind's layers read and write is declared by the block class (``reslab.layers.blocks``).
+BLOCK_LAYOUTS: dict[str, BlockLayout] = {kind: cls.layout for kind, cls in BLOCKS.items()}
 
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """How a block kind's parameterised modules index its channel sets.
-
-    ``modules`` maps a module's name inside the block to the channel set of each leading tensor dimension
-    (conv weights: output then input channels; BN: its channels). ``internal_bns[k]`` normalises internal
-    width k and is always followed by a ReLU. ``out_producer`` ends the residual branch; ``in_bn`` is the
-    pre-activation BN on the block's input, if any.
-    """
-
-    modules: tuple[tuple[str, tuple[str, ...]], ...]
-    internal_bns: tuple[str, ...]
-    out_producer: str
-    in_bn: str | None = None
-
-
-BLOCK_LAYOUTS: dict[str, BlockLayout] = {
-    "basic": BlockLayout(
-        (("conv1", ("w0", IN)), ("bn1", ("w0",)), ("conv2", (OUT, "w0")), ("bn2", (OUT,))),
-        internal_bns=("bn1",), out_producer="bn2"),
-    "bottleneck": BlockLayout(
-        (("conv1", ("w0", IN)), ("bn1", ("w0",)), ("conv2", ("w1", "w0")), ("bn2", ("w1",)),
-         ("conv3", (OUT, "w1")), ("bn3", (OUT,))),
-        internal_bns=("bn1", "bn2"), out_producer="bn3"),
-    "wide_basic": BlockLayout(
-        (("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", (OUT, "w0"))),
-        internal_bns=("bn2",), out_producer="conv2", in_bn="bn1"),
-    "pyramid_basic": BlockLayout(
-        (("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", (OUT, "w0")), ("bn3", (OUT,))),
-        internal_bns=("bn2",), out_producer="bn3", in_bn="bn1"),
-    "pyramid_bottleneck": BlockLayout(
-        (("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", ("w1", "w0")), ("bn3", ("w1",)),
-         ("conv3", (OUT, "w1")), ("bn4", (OUT,))),
-        internal_bns=("bn2", "bn3"), out_producer="bn4", in_bn="bn1"),
-}
+# The network's own layers around the blocks (``reslab.build.ResNet``, torchvision's names).
+STEM_CONV, STEM_BN, HEAD_BN, CLASSIFIER = "conv1", "bn1", "final_bn", "fc"
 
 # How a member's values enter the dead-channel test (and the width penalty):
 #   bn         gamma and beta must both vanish (the channel is summed before any ReLU)
@@ -114,6 +81,8 @@ class ChannelLayout:
     head_site: tuple[str, ...] = ()
     members: dict[str, list[Member]] = field(default_factory=dict)
     convs: list[Conv] = field(default_factory=list)
+    # Every layer whose leading tensor dimensions index channels: the site of each (None: not cuttable).
+    indexed: dict[str, tuple[tuple[str, ...] | None, ...]] = field(default_factory=dict)
 
     def site_width(self, site: Iterable[str]) -> int:
         return sum(self.widths[g] for g in site)
@@ -143,6 +112,15 @@ def block_prefix(stage: int, index: int) -> str:
     return f"layer{stage + 1}.{index}"
 
 
+_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
+
+
+def split_block_key(key: str) -> tuple[int, int, str] | None:
+    """``(stage, index, rest)`` of a state-dict key inside a block (``block_prefix``); None outside blocks."""
+    match = _BLOCK_KEY.fullmatch(key)
+    return None if match is None else (int(match[1]) - 1, int(match[2]), match[3])
+
+
 def channel_layout(spec: NetSpec) -> ChannelLayout:
     """Group the channels of ``spec`` (see the module docstring for the rules)."""
     layout = ChannelLayout(spec)
@@ -150,10 +128,12 @@ def channel_layout(spec: NetSpec) -> ChannelLayout:
     site: tuple[str, ...] = (layout._new_group("stem", stem.out_chans, stream=True),)
     layout.stem_site = site
     if stem.norm:
-        layout._add_members(site, "bn1", "bn_relu" if stem.act else "bn")
+        layout._add_members(site, STEM_BN, "bn_relu" if stem.act else "bn")
+        layout.indexed[STEM_BN] = (site,)
     else:
-        layout._add_members(site, "conv1", "conv")
-    layout.convs.append(Conv("conv1", site, None))
+        layout._add_members(site, STEM_CONV, "conv")
+    layout.convs.append(Conv(STEM_CONV, site, None))
+    layout.indexed[STEM_CONV] = (site, None)
 
     for s, b, blk in spec.blocks():
         prefix = block_prefix(s, b)
@@ -175,25 +155,31 @@ def channel_layout(spec: NetSpec) -> ChannelLayout:
         layout.block_sites[(s, b)] = sites
 
         # The branch writes every output channel (on pad shortcuts it adds to the passed-on input ones).
-        producer_kind = "conv" if block_layout.out_producer.startswith("conv") else "bn"
+        producer_kind = "conv" if len(dict(block_layout.modules)[block_layout.out_producer]) == 2 else "bn"
         layout._add_members(out_site, f"{prefix}.{block_layout.out_producer}", producer_kind)
         if blk.shortcut == "projection":
+            conv, bn = (f"{prefix}.{name}" for name in ResidualBlock.projection)
             if blk.preact:  # pre-activation projections are a bare conv (WRN reference code)
-                layout._add_members(out_site, f"{prefix}.downsample.0", "conv")
+                layout._add_members(out_site, conv, "conv")
             else:
-                layout._add_members(out_site, f"{prefix}.downsample.1", "bn")
-            layout.convs.append(Conv(f"{prefix}.downsample.0", out_site, in_site))
+                layout._add_members(out_site, bn, "bn")
+                layout.indexed[bn] = (out_site,)
+            layout.convs.append(Conv(conv, out_site, in_site))
+            layout.indexed[conv] = (out_site, in_site)
         if block_layout.in_bn is not None:
             layout._add_members(in_site, f"{prefix}.{block_layout.in_bn}", "consumer")
         for module, dims in block_layout.modules:
-            if module.startswith("conv"):
+            layout.indexed[f"{prefix}.{module}"] = tuple(sites[d] for d in dims)
+            if len(dims) == 2:  # a conv: output and input channels
                 layout.convs.append(Conv(f"{prefix}.{module}", sites[dims[0]], sites[dims[1]]))
         site = out_site
 
     layout.head_site = site
     if spec.head.norm:
-        layout._add_members(site, "final_bn", "consumer")
-    layout.convs.append(Conv("fc", None, site))
+        layout._add_members(site, HEAD_BN, "consumer")
+        layout.indexed[HEAD_BN] = (site,)
+    layout.convs.append(Conv(CLASSIFIER, None, site))
+    layout.indexed[CLASSIFIER] = (None, site)
     return layout
 
 

@@ -1,137 +1,30 @@
 """Structural edits that carry weights: insert a block, delete blocks, cut channels, widen channels.
 
 Each edit takes a built network, edits its spec, builds the new network with ``reslab.build`` and copies
-every surviving tensor (parameters and BN statistics) across, so ``model.spec`` always describes the module
-exactly. It returns an ``Edit``: the new model and a ``WeightMap`` saying, for every state-dict key of the new
-model, which key of the old one it came from and which channels it kept (``None``: newly initialised). The
-same map carries the optimizer's per-parameter state (momentum, Adam moments) across the edit.
+every surviving tensor (parameters and BN statistics) across (``reslab.edit.carry``), so ``model.spec``
+always describes the module exactly. It returns an ``Edit``: the new model and a ``WeightMap`` saying, for
+every state-dict key of the new model, which key of the old one it came from and which channels it kept
+(``None``: newly initialised). The same map carries the optimizer's per-parameter state across the edit.
 
 Exactness: deleting a block whose branch output is zero, cutting channels that are dead in the sense of
-``reslab.builder.channels``, or widening (copies of channels whose readers share the source's weights)
+``reslab.edit.channels``, or widening (copies of channels whose readers share the source's weights)
 leaves the network's outputs unchanged (in both train and eval mode).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from ..build import ResNet, build
+from ..layers.blocks import IN, INTERNAL, OUT, ResidualBlock
 from ..profile import profile
 from ..spec import BlockSpec, NetSpec
-from .channels import (
-    BLOCK_LAYOUTS,
-    IN,
-    INTERNAL,
-    OUT,
-    ChannelLayout,
-    block_prefix,
-    channel_layout,
-    site_indices,
-)
-
-
-class SurgeryError(ValueError):
-    """A structural edit cannot be made; the message names the block, group or channel at fault."""
-
-
-Index = tuple[torch.Tensor | None, ...]  # per leading dimension: the kept positions, or None for all
-
-
-@dataclass(frozen=True)
-class Carry:
-    """Where a tensor of the new network comes from: a key of the old state dict, and the kept positions."""
-
-    source: str
-    index: Index = ()
-
-
-WeightMap = dict[str, Carry | None]
-
-
-@dataclass
-class Edit:
-    """The edited network (built from its new spec) and where each of its tensors came from."""
-
-    model: ResNet
-    weights: WeightMap
-
-
-# -- tensors and maps -------------------------------------------------------------------------------------
-def take(tensor: torch.Tensor, index: Index) -> torch.Tensor:
-    """``tensor`` restricted to the kept positions of each leading dimension (a position may repeat: a
-    channel copied by ``widen_channels``)."""
-    for dim, positions in enumerate(index):
-        if positions is not None:
-            tensor = tensor.index_select(dim, positions.to(tensor.device))
-    return tensor
-
-
-def compose(first: WeightMap, second: WeightMap) -> WeightMap:
-    """The map of two edits in a row: ``first`` maps B's keys to A's, ``second`` C's to B's; result C -> A."""
-    out: WeightMap = {}
-    for key, carry in second.items():
-        before = None if carry is None else first.get(carry.source)
-        if carry is None or before is None:
-            out[key] = None
-            continue
-        dims = max(len(before.index), len(carry.index))
-        index = []
-        for d in range(dims):
-            a = before.index[d] if d < len(before.index) else None
-            b = carry.index[d] if d < len(carry.index) else None
-            index.append(b if a is None else (a if b is None else a[b]))
-        out[key] = Carry(before.source, tuple(index))
-    return out
-
-
-def identity_map(model: nn.Module) -> WeightMap:
-    return {key: Carry(key) for key in model.state_dict()}
-
-
-def transplant(old: ResNet, spec: NetSpec, mapping: Callable[[str], Carry | None]) -> Edit:
-    """Build ``spec`` on ``old``'s device and dtype and copy every tensor ``mapping`` names from ``old``."""
-    reference = next(old.parameters())
-    new = build(spec).to(device=reference.device, dtype=reference.dtype)
-    new.train(old.training)
-    old_state = old.state_dict()
-    weights: WeightMap = {}
-    with torch.no_grad():
-        for key, target in new.state_dict().items():
-            carry = mapping(key)
-            weights[key] = carry
-            if carry is None:
-                continue
-            value = take(old_state[carry.source], carry.index)
-            if value.shape != target.shape:
-                raise SurgeryError(f"carrying {carry.source!r} into {key!r}: shape {tuple(value.shape)} does "
-                                   f"not fit {tuple(target.shape)} (spec and weights disagree)")
-            target.copy_(value)
-    return Edit(new, weights)
-
-
-_BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
-
-
-BlockMove = Mapping[tuple[int, int], tuple[int, int] | None]
-
-
-def _renumbered(source_of_block: BlockMove) -> Callable[[str], Carry | None]:
-    """A mapping for edits that only add, remove or move whole blocks: ``source_of_block`` gives each new
-    block's old position (``None``: a new block); keys outside the blocks keep their names."""
-
-    def mapping(key: str) -> Carry | None:
-        match = _BLOCK_KEY.fullmatch(key)
-        if match is None:
-            return Carry(key)
-        source = source_of_block[(int(match[1]) - 1, int(match[2]))]
-        return None if source is None else Carry(f"{block_prefix(*source)}.{match[3]}")
-
-    return mapping
+from .carry import Carry, Edit, Index, SurgeryError, renumbered, transplant
+from .channels import ChannelLayout, block_prefix, channel_layout, site_indices
 
 
 # -- depth: insert and delete ------------------------------------------------------------------------------
@@ -186,14 +79,14 @@ def insert_block(model: ResNet, stage: int, index: int, gain: float = 0.0, width
     source = {(s, b): (s, b) for s, b, _ in new_spec.blocks()}
     for b in range(index, len(stages[stage])):
         source[(stage, b)] = (stage, b - 1) if b > index else None
-    edit = transplant(model, new_spec, _renumbered(source))
+    edit = transplant(model, new_spec, renumbered(source))
     set_branch_gain(edit.model.stages()[stage][index], gain)
     return edit
 
 
-def set_branch_gain(block: nn.Module, gain: float) -> None:
+def set_branch_gain(block: ResidualBlock, gain: float) -> None:
     """Scale a block's residual branch to ``gain`` at its last layer (gain 0: the block is its shortcut)."""
-    producer = getattr(block, BLOCK_LAYOUTS[block.spec.kind].out_producer)
+    producer = block.branch_end()
     with torch.no_grad():
         if isinstance(producer, nn.BatchNorm2d):
             producer.weight.fill_(gain)
@@ -227,20 +120,29 @@ def why_not_deletable(spec: NetSpec, stage: int, index: int) -> str | None:
 def delete_blocks(model: ResNet, blocks: Iterable[tuple[int, int]]) -> Edit:
     """Remove blocks (given as ``(stage, index)`` of the current spec) and carry every other weight over."""
     spec = model.spec
-    doomed = set()
+    blocks = list(blocks)
     for stage, index in blocks:
         _check_block(spec, stage, index)
         reason = why_not_deletable(spec, stage, index)
         if reason is not None:
             raise SurgeryError(f"delete: block {block_prefix(stage, index)} cannot be removed: {reason}")
-        doomed.add((stage, index))
+    return drop_blocks(model, blocks)
+
+
+def drop_blocks(model: ResNet, blocks: Iterable[tuple[int, int]], name: str | None = None) -> Edit:
+    """The network without ``blocks`` (``(stage, index)`` of the current spec, which must exist), every other
+    weight carried over, named ``name`` (default: unchanged). No check that this keeps the function: callers
+    judge that (``why_not_deletable``; the lesion study's plain blocks)."""
+    spec = model.spec
+    doomed = set(blocks)
     stages, source = [], {}
     for s, stage_blocks in enumerate(spec.stages):
         kept = [b for b in range(len(stage_blocks)) if (s, b) not in doomed]
         for new_index, old_index in enumerate(kept):
             source[(s, new_index)] = (s, old_index)
         stages.append([stage_blocks[b] for b in kept])
-    return transplant(model, replace(spec, stages=stages), _renumbered(source))
+    new_spec = replace(spec, stages=stages, name=spec.name if name is None else name)
+    return transplant(model, new_spec, renumbered(source))
 
 
 def delete_block(model: ResNet, stage: int, index: int) -> Edit:
@@ -250,7 +152,7 @@ def delete_block(model: ResNet, stage: int, index: int) -> Edit:
 # -- width: cut and widen channels -------------------------------------------------------------------------
 def cut_channels(model: ResNet, keep: Mapping[str, Sequence[int]],
                  layout: ChannelLayout | None = None) -> Edit:
-    """Keep only the listed channels of each named group (see ``reslab.builder.channels``); groups not named
+    """Keep only the listed channels of each named group (see ``reslab.edit.channels``); groups not named
     keep all their channels. Residual-coupled channels are cut together because they are one group."""
     layout = _layout_for(model, layout, "cut")
     kept = {group: _checked_keep(layout, group, channels) for group, channels in keep.items()}
@@ -370,31 +272,24 @@ def _respec(layout: ChannelLayout, width: Callable[[Sequence[str]], int]) -> Net
 def _channel_edit(model: ResNet, layout: ChannelLayout, positions: Callable[[Sequence[str]], list[int]]) -> Edit:
     """Rebuild ``model`` with every channel site re-indexed by ``positions(site)`` (the old positions it
     keeps, in order; a repeated one is a copy) and carry every tensor across with that index."""
-    spec = layout.spec
     new_spec = _respec(layout, lambda site: len(positions(site)))
 
-    def index(site: Sequence[str]) -> torch.Tensor | None:
-        chosen = positions(site)
-        if chosen == list(range(layout.site_width(site))):
+    def index(site: Sequence[str] | None) -> torch.Tensor | None:
+        chosen = None if site is None else positions(site)
+        if chosen is None or chosen == list(range(layout.site_width(site))):
             return None  # unchanged here
         return torch.tensor(chosen, dtype=torch.long)
 
-    module_index: dict[str, Index] = {"conv1": (index(layout.stem_site),), "bn1": (index(layout.stem_site),),
-                                      "final_bn": (index(layout.head_site),),
-                                      "fc": (None, index(layout.head_site))}
-    for (s, b), sites in layout.block_sites.items():
-        prefix = block_prefix(s, b)
-        for module, dims in BLOCK_LAYOUTS[spec.stages[s][b].kind].modules:
-            module_index[f"{prefix}.{module}"] = tuple(index(sites[d]) for d in dims)
-        module_index[f"{prefix}.downsample.0"] = (index(sites[OUT]), index(sites[IN]))
-        module_index[f"{prefix}.downsample.1"] = (index(sites[OUT]),)
+    module_index: dict[str, Index] = {module: tuple(index(site) for site in sites)
+                                      for module, sites in layout.indexed.items()}
 
     def mapping(key: str) -> Carry:
         module, _, name = key.rpartition(".")
         dims = module_index.get(module)
-        if dims is None or name == "num_batches_tracked" or (module == "fc" and name == "bias"):
+        if dims is None or name == "num_batches_tracked":
             return Carry(key)
-        return Carry(key, dims)
+        # A weight is indexed on every leading dimension; biases and BN statistics on the output channels.
+        return Carry(key, dims if name == "weight" else dims[:1])
 
     return transplant(model, new_spec, mapping)
 
@@ -430,48 +325,3 @@ def _check_block(spec: NetSpec, stage: int, index: int) -> None:
     if not 0 <= index < len(spec.stages[stage]):
         raise SurgeryError(f"block {index} of stage {stage} does not exist (the stage has "
                            f"{len(spec.stages[stage])} blocks)")
-
-
-# -- optimizer state -----------------------------------------------------------------------------------
-def carry_optimizer_state(old_model: nn.Module, new_model: nn.Module, old_optimizer: torch.optim.Optimizer,
-                          weights: WeightMap) -> Callable[[str], dict | None]:
-    """``optimizer_state_for(name)``: the optimizer state of the new model's parameter ``name``, carried from
-    the old parameter it came from and cut like it (``None``: a new parameter, which starts fresh).
-
-    Per-parameter tensors shaped like the parameter (momentum buffers, Adam moments) are cut with the
-    parameter's index; anything else (Adam's step count) is copied.
-    """
-    old_params = dict(old_model.named_parameters())
-    new_params = dict(new_model.named_parameters())
-
-    def optimizer_state_for(name: str) -> dict | None:
-        if name not in new_params:
-            raise KeyError(f"optimizer_state_for: {name!r} is not a parameter of the new model")
-        carry = weights.get(name)
-        if carry is None:
-            return None
-        old_param = old_params[carry.source]
-        state = old_optimizer.state.get(old_param)
-        if not state:
-            return None
-        out = {}
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape == old_param.shape:
-                value = take(value, carry.index).clone()
-                if value.shape != new_params[name].shape:
-                    raise SurgeryError(f"optimizer state {key!r} of {name!r} does not fit the new parameter")
-            elif isinstance(value, torch.Tensor):
-                value = value.clone()
-            out[key] = value
-        return out
-
-    return optimizer_state_for
-
-
-def load_carried_state(optimizer: torch.optim.Optimizer, model: nn.Module,
-                       optimizer_state_for: Callable[[str], dict | None]) -> None:
-    """Fill a freshly built ``optimizer`` over ``model`` with carried per-parameter state."""
-    for name, param in model.named_parameters():
-        state = optimizer_state_for(name)
-        if state is not None:
-            optimizer.state[param] = state

@@ -1,4 +1,4 @@
-"""ResBuilder's structural edits on every block kind: exactness, spec/weight consistency, optimizer carry."""
+"""Structural edits (reslab.edit) on every block kind: exactness, spec/weight consistency, optimizer carry."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from builder_nets import INPUT, SPECS, bottleneck_spec, images, outputs, randomi
 from torch import nn
 
 import reslab
-from reslab.builder import (
+from reslab.builder import WidthPenalty, removable_blocks
+from reslab.edit import (
     SurgeryError,
-    WidthPenalty,
     carry_optimizer_state,
+    carry_weights,
     channel_layout,
     compose,
     copies_for,
@@ -24,13 +25,14 @@ from reslab.builder import (
     insert_block,
     load_carried_state,
     new_block_spec,
-    removable_blocks,
+    set_branch_gain,
+    take,
     why_not_deletable,
     widen_channels,
 )
-from reslab.builder.channels import BLOCK_LAYOUTS
-from reslab.builder.surgery import set_branch_gain, take
+from reslab.edit.channels import BLOCK_LAYOUTS
 from reslab.io import load, save
+from reslab.layers.blocks import IN, INTERNAL, OUT
 
 KINDS = list(SPECS)
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -377,3 +379,51 @@ def test_optimizer_state_is_carried_for_surviving_parameters(optimizer: str) -> 
     new_opt.step()
     with pytest.raises(KeyError, match="not a parameter of the new model"):
         state_for("layer9.0.conv1.weight")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_block_declares_the_layout_of_its_layers(kind):
+    """A block class's ``layout`` names exactly its parameterised branch layers, each with the widths its
+    tensors have, and ``zero_init_`` silences the branch at ``branch_end``: the edits read nothing else
+    about a block, so a new block kind is one class in reslab.layers.blocks."""
+    model = reslab.build(SPECS[kind]())  # freshly initialised: BN shifts are 0, as zero_init_ expects
+    for block in model.blocks():
+        spec, layout = block.spec, type(block).layout
+        sizes = {IN: spec.in_chans, OUT: spec.out_chans, **dict(zip(INTERNAL, spec.widths, strict=False))}
+        own = {name for name, m in block.named_modules() if name and not name.startswith("downsample")
+               and any(True for _ in m.parameters(recurse=False))}
+        assert own == {name for name, _ in layout.modules}
+        for name, dims in layout.modules:
+            weight = block.get_submodule(name).weight
+            assert tuple(weight.shape[:len(dims)]) == tuple(sizes[d] for d in dims), (kind, name)
+        assert {layout.internal_bns[k] for k in range(len(spec.widths))} <= own
+        assert block.branch_end() is block.get_submodule(layout.out_producer)
+        x = torch.randn(2, spec.in_chans, 8, 8)
+        block.eval().zero_init_()
+        skip = x if block.downsample is None else block.downsample(
+            torch.relu(block.bn1(x)) if spec.preact and spec.shortcut == "projection" else x)
+        if block.downsample is not None:
+            expected = torch.relu(skip) if type(block).post_act else skip
+            torch.testing.assert_close(block(x), expected, **TOL)
+
+
+def test_carry_weights_by_name_strict_or_skipping_what_does_not_fit():
+    """The state-dict level carry: strict by default (a tensor that does not fit is an error naming both
+    keys); with skip_mismatch a new head keeps its own initialisation and is mapped to None, the way a
+    fine-tuning start from another task's weights needs it."""
+    source = randomised(SPECS["basic"]())
+    target = reslab.build(replace(source.spec, head=replace(source.spec.head, num_classes=5)))
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(SurgeryError, match="carrying 'fc.weight' into 'fc.weight': shape"):
+        carry_weights(target, source.state_dict())
+    assert all(torch.equal(v, fresh[k]) for k, v in target.state_dict().items())  # untouched by the error
+    weights = carry_weights(target, source.state_dict(), skip_mismatch=True)
+    assert sorted(k for k, c in weights.items() if c is None) == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(target.fc.weight, fresh["fc.weight"])
+    for key, value in target.state_dict().items():
+        if weights[key] is not None:
+            assert torch.equal(value, source.state_dict()[key]), key
+    state = dict(source.state_dict())
+    del state["layer1.0.bn1.running_var"]
+    with pytest.raises(SurgeryError, match="the source has no 'layer1.0.bn1.running_var'"):
+        carry_weights(source, state)
