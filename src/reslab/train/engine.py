@@ -222,16 +222,13 @@ class Trainer:
         dist_utils.barrier()
         if resume_from is None:
             return None
-        ckpt = load_checkpoint(resume_from)  # every rank reads it (multi-node resume needs a shared folder)
-        saved_epochs = ckpt.extra.get("config", {}).get("train", {}).get("epochs")
-        rundir.check_resumable(ckpt.epoch, self.config, saved_epochs, ckpt.path)
-        return ckpt
+        return load_checkpoint(resume_from)  # every rank reads it (multi-node resume needs a shared folder)
 
     def _restore(self, ckpt) -> None:
-        load_hook_states(self.hooks, ckpt.hooks, str(ckpt.path))
         load_weights(self.model, {k: v.to(self.device) for k, v in ckpt.model_state.items()}, ckpt.path)
         changed = self._run.changed if self._run is not None else {}
         try:
+            load_hook_states(self.hooks, ckpt.hooks, str(ckpt.path))
             if ckpt.optimizer_state is not None:
                 self.optimizer.load_state_dict(ckpt.optimizer_state)
             if ckpt.scheduler_state is not None:
@@ -246,9 +243,7 @@ class Trainer:
             if ckpt.rng is not None:
                 restore_rng(ckpt.rng["tensors"], ckpt.rng["scalars"])
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{ckpt.path}: the training state is damaged ({type(err).__name__}: {err})"
-            ) from None
+            raise CheckpointError(f"{ckpt.path}: cannot restore the training state: {err}") from None
         extra = ckpt.extra
         self.epoch = self._last_saved_epochs = ckpt.epoch
         self.global_step = ckpt.global_step

@@ -140,8 +140,9 @@ class OpenedRun:
     changed: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def checkpoint_config(path: Path) -> dict[str, Any] | None:
-    """The config stored in a training checkpoint's metadata (read without loading its tensors)."""
+def checkpoint_config(path: Path) -> tuple[dict[str, Any] | None, Any]:
+    """The config stored in a training checkpoint's metadata and its epoch counter (read without loading
+    the tensors; (None, None) when unreadable: loading the checkpoint itself reports why)."""
     from safetensors import SafetensorError, safe_open
 
     from .checkpoint import STATE_KEY
@@ -149,16 +150,16 @@ def checkpoint_config(path: Path) -> dict[str, Any] | None:
     try:
         with safe_open(path, framework="pt") as f:
             state = json.loads((f.metadata() or {})[STATE_KEY])
-        config = state["extra"]["config"]
+        config, epoch = state["extra"]["config"], state["epoch"]
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None  # unreadable: loading the checkpoint itself reports why
-    return config if isinstance(config, dict) else None
+        return None, None
+    return (config if isinstance(config, dict) else None), epoch
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
     """The config a run was trained with: from its ``last`` checkpoint, else from a complete config.yaml."""
     if (run_dir / LAST).is_file():
-        config = checkpoint_config(run_dir / LAST)
+        config, _ = checkpoint_config(run_dir / LAST)
         if config is not None:
             return config
     path = run_dir / "config.yaml"
@@ -260,10 +261,12 @@ def _check(run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_
     remove_orphans(run_dir)
     last = run_dir / LAST
     if resume and last.is_file():
-        before = checkpoint_config(last)
+        before, epochs_done = checkpoint_config(last)
         if before is None:  # a checkpoint of an earlier version: its config.yaml is all there is
             before = saved_config(run_dir)
-        return OpenedRun(None, last, resume_changes(before, config, run_dir))  # type: ignore[arg-type]
+        changed = resume_changes(before, config, run_dir)
+        check_resumable(epochs_done, config, before.get("train", {}).get("epochs"), last)
+        return OpenedRun(None, last, changed)  # type: ignore[arg-type]
     ours = _ours(run_dir)
     if ours and not was_run:
         raise TrainingError(
@@ -282,8 +285,10 @@ def _check(run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_
     return OpenedRun(None)  # type: ignore[arg-type]
 
 
-def check_resumable(epochs_done: int, config: Config, saved_epochs: Any, path: Path) -> None:
+def check_resumable(epochs_done: Any, config: Config, saved_epochs: Any, path: Path) -> None:
     """The checkpoint's epoch counter fits its own run, and the resumed run does not end before it."""
+    if not isinstance(epochs_done, int):
+        return  # loading the checkpoint names the damaged field
     if isinstance(saved_epochs, int) and epochs_done > saved_epochs:
         raise TrainingError(
             f"{path}: the checkpoint claims {epochs_done} finished epochs but its run has "
