@@ -61,6 +61,10 @@ def nul_in_a_name(tmp, trained):
     return ["train", "--config", str(tmp / "c.yaml"), "--out", str(tmp)], "a NUL character cannot be part"
 
 
+def nul_in_data_dir(tmp, trained):
+    return ["train", *TINY, "--set", 'data.data_dir="a\\0b"', "--set", "data.name=mnist"], "without NUL characters"
+
+
 def config_not_utf8(tmp, trained):
     (tmp / "c.yaml").write_bytes(b"name: caf\xe9\n")
     return ["train", "--config", str(tmp / "c.yaml")], "not UTF-8 text (byte 0xe9"
@@ -261,7 +265,7 @@ def class_folder_linking_to_its_parent(tmp, trained, write_image):
 
 
 CASES = [
-    out_is_a_file, out_cannot_be_created, name_of_300_characters, nul_in_a_name, config_not_utf8,
+    out_is_a_file, out_cannot_be_created, name_of_300_characters, nul_in_a_name, nul_in_data_dir, config_not_utf8,
     duplicate_yaml_key, seed_of_2_to_the_63, cuda_without_cuda, spec_json_nested_100000_deep, zoo_width_100000,
     zoo_depth_600002, image_size_100000, empty_config_yaml_without_checkpoint, fewer_epochs_than_trained,
     epoch_counter_not_an_integer, epoch_counter_negative, epoch_counter_of_10_to_the_9, optimizer_state_damaged,

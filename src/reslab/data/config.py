@@ -153,8 +153,8 @@ def _check_data(values: Mapping[str, Any], where: str) -> None:
     for key, choices in (("name", DATASETS), ("emnist_split", EMNIST_SPLITS)):
         if get(key) not in choices:
             raise _fail(where, key, f"one of {', '.join(choices)}", get(key))
-    if not isinstance(get("data_dir"), (str, os.PathLike)) or not str(get("data_dir")):
-        raise _fail(where, "data_dir", "a folder path", get("data_dir"))
+    if not isinstance(get("data_dir"), (str, os.PathLike)) or not str(get("data_dir")) or "\0" in str(get("data_dir")):
+        raise _fail(where, "data_dir", "a folder path (without NUL characters)", get("data_dir"))
     for key in ("download", "skip_bad_images"):
         if not isinstance(get(key), bool):
             raise _fail(where, key, "true or false", get(key))

@@ -209,14 +209,15 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool, overwrite: bool):
         """Lock and check the run folder (rank 0 decides, every rank learns the outcome); load ``last``."""
         self._pending_events: list[tuple[str, dict]] = []
-        outcome: tuple[str | None, str | None] = (None, None)
+        outcome: tuple[str | None, str | None, dict] = (None, None, {})
         if self.is_main:
             try:
                 self._run = rundir.open_run(self.run_dir, self.config, resume=resume, overwrite=overwrite)
-                outcome = (None, str(self._run.resume_from) if self._run.resume_from else None)
+                resume_from = str(self._run.resume_from) if self._run.resume_from else None
+                outcome = (None, resume_from, self._run.changed)
             except TrainingError as err:
-                outcome = (str(err), None)
-        problem, resume_from = dist_utils.broadcast_object(outcome)
+                outcome = (str(err), None, {})
+        problem, resume_from, self._changed = dist_utils.broadcast_object(outcome)
         if problem:
             raise TrainingError(problem)
         dist_utils.barrier()
@@ -226,7 +227,7 @@ class Trainer:
 
     def _restore(self, ckpt) -> None:
         load_weights(self.model, {k: v.to(self.device) for k, v in ckpt.model_state.items()}, ckpt.path)
-        changed = self._run.changed if self._run is not None else {}
+        changed = self._changed
         try:
             load_hook_states(self.hooks, ckpt.hooks, str(ckpt.path))
             if ckpt.optimizer_state is not None:
