@@ -215,8 +215,10 @@ class Trainer:
                 self._run = rundir.open_run(self.run_dir, self.config, resume=resume, overwrite=overwrite)
                 resume_from = str(self._run.resume_from) if self._run.resume_from else None
                 outcome = (None, resume_from, self._run.changed)
-            except TrainingError as err:
+            except (TrainingError, ConfigError) as err:
                 outcome = (str(err), None, {})
+            except OSError as err:  # raised on rank 0 alone, the other ranks would wait for it forever
+                outcome = (f"cannot prepare the run folder {self.run_dir}: {err.strerror or err}", None, {})
         problem, resume_from, self._changed = dist_utils.broadcast_object(outcome)
         if problem:
             raise TrainingError(problem)
