@@ -247,17 +247,19 @@ def open_run(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) ->
     was_run = _is_run(run_dir)
     lock = RunLock(run_dir)
     try:
-        opened = _check(run_dir, config, resume=resume, overwrite=overwrite, was_run=was_run)
-        opened.lock = lock
+        resume_from, changed = _check(run_dir, config, resume=resume, overwrite=overwrite, was_run=was_run)
         write_text(run_dir / "config.yaml", config.to_yaml())
         (run_dir / "events.jsonl").touch()  # exists (maybe empty) in every run folder
     except BaseException:
         lock.release()
         raise
-    return opened
+    return OpenedRun(lock, resume_from, changed)
 
 
-def _check(run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_run: bool) -> OpenedRun:
+def _check(
+    run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_run: bool
+) -> tuple[Path | None, dict[str, list[Any]]]:
+    """(the checkpoint to resume from, the changed keys); a fresh start clears the folder."""
     remove_orphans(run_dir)
     last = run_dir / LAST
     if resume and last.is_file():
@@ -266,7 +268,7 @@ def _check(run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_
             before = saved_config(run_dir)
         changed = resume_changes(before, config, run_dir)
         check_resumable(epochs_done, config, before.get("train", {}).get("epochs"), last)
-        return OpenedRun(None, last, changed)  # type: ignore[arg-type]
+        return last, changed
     ours = _ours(run_dir)
     if ours and not was_run:
         raise TrainingError(
@@ -282,7 +284,7 @@ def _check(run_dir: Path, config: Config, *, resume: bool, overwrite: bool, was_
         resume_changes(saved_config(run_dir), config, run_dir)
     # A fresh start, also of a run killed before its first checkpoint: clear what it left.
     remove_run_files(run_dir)
-    return OpenedRun(None)  # type: ignore[arg-type]
+    return None, {}
 
 
 def check_resumable(epochs_done: Any, config: Config, saved_epochs: Any, path: Path) -> None:
