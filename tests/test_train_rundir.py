@@ -248,3 +248,21 @@ def test_a_tampered_epoch_counter_is_refused(tmp_path):
         save_state(run / "last.safetensors", tensors, {**meta, "reslab.train_state": json.dumps(state)})
         with pytest.raises((TrainingError, ValueError), match=message):
             Trainer(load_config(run / "config.yaml"), run_dir=run, resume=True)
+
+
+def test_ctrl_c_says_which_checkpoint_is_kept(tmp_path, monkeypatch, capsys):
+    run_epoch = Trainer._run_epoch
+
+    def interrupted(trainer):
+        if trainer.epoch == 2:
+            raise KeyboardInterrupt
+        run_epoch(trainer)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", interrupted)
+    args = ["train", "--out", str(tmp_path), "--set", "name=c", *[a for s in TINY for a in ("--set", s)]]
+    assert cli.main([*args, "--set", "train.epochs=3"]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"reslab train: interrupted: its checkpoint after epoch 1 is kept (the partial epoch is not "
+                   f"saved); continue with reslab train --resume {tmp_path / 'c'}\n")
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", str(tmp_path / "c")]) == 0

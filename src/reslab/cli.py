@@ -40,7 +40,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from."""
 
     def __init__(self, trainer, stop: KeyboardInterrupt) -> None:
-        done = trainer._last_saved_epochs
+        done = trainer.epochs_saved
         kept = (
             f"its checkpoint after epoch {done - 1} is kept (the partial epoch is not saved); continue with "
             f"reslab train --resume {trainer.run_dir}"

@@ -286,6 +286,11 @@ class Trainer:
         self._forward_train = module
 
     @property
+    def epochs_saved(self) -> int:
+        """Finished epochs in the newest ``last`` checkpoint: where ``--resume`` continues."""
+        return self._last_saved_epochs
+
+    @property
     def train_module(self) -> nn.Module:
         """What the training step calls (the model, maybe wrapped by DDP and torch.compile)."""
         return self._forward_train
