@@ -8,7 +8,8 @@ and the rest of the training state as JSON: epoch, step, optimizer hyper-paramet
 gradient-scaler state, the python/numpy RNG scalars, hook states and the engine's bookkeeping.
 
 Nothing is unpickled on load and files are written atomically (``reslab.io.save_state``), so a crash while
-writing leaves the previous checkpoint intact.
+writing leaves the previous checkpoint intact. Loading checks the training state's fields (``check_state``)
+and the weights against the spec, finite, before anything is built.
 """
 
 from __future__ import annotations
