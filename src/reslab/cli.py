@@ -21,14 +21,30 @@ from .spec import SpecError
 from .train.config import (
     ConfigError,
     checkpoint_config,
+    config_from_dict,
     describe_schema,
     load_config,
 )
-from .train.engine import TrainingError
 from .train.plugins import extra_hooks
+from .train.rundir import Terminated, TrainingError, saved_config, sigterm_as_interrupt
 
 # Errors that are the user's input, shown as one line without a traceback.
 USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from."""
+
+    def __init__(self, trainer, stop: KeyboardInterrupt) -> None:
+        done = trainer.epochs_saved
+        kept = (
+            f"its checkpoint after epoch {done - 1} is kept (the partial epoch is not saved); continue with "
+            f"reslab train --resume {trainer.run_dir}"
+            if done
+            else "no checkpoint had been written yet"
+        )
+        super().__init__(f"{'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}: {kept}")
+        self.signal_exit = 143 if isinstance(stop, Terminated) else 130
 
 
 # -- train -----------------------------------------------------------------------------------------------
@@ -44,24 +60,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides.append(f"output.out_dir={args.out}")
     run_dir = None
-    config_path = args.config
-    if isinstance(args.resume, str):
+    if isinstance(args.resume, str) and args.config is None:
         run_dir = Path(args.resume)
-        if config_path is None:
-            config_path = run_dir / "config.yaml"
-            if not config_path.is_file():
-                raise TrainingError(f"--resume {run_dir}: no config.yaml there (not a reslab run folder?)")
-    config = load_config(config_path, overrides)
+        # The run's own config (its checkpoint's copy first: config.yaml may be damaged) is the base.
+        config = config_from_dict(saved_config(run_dir), overrides, where=f"{run_dir} with --set")
+    else:
+        run_dir = Path(args.resume) if isinstance(args.resume, str) else None
+        config = load_config(args.config, overrides)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    trainer = Trainer(
-        config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
-    )
-    try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+    with sigterm_as_interrupt():
+        trainer = Trainer(
+            config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
+        )
+        try:
+            summary = trainer.fit()
+        except KeyboardInterrupt as stop:
+            raise Interrupted(trainer, stop) from None
+        finally:
+            trainer.close()
     if trainer.is_main:
         print(f"summary: {trainer.run_dir / 'summary.json'}")
         print(f"report: {summary['report']}")
@@ -228,9 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"reslab {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"reslab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as err:  # a full disk, a read-only folder: the operation and the path, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"reslab {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except Interrupted as stop:
+        print(f"reslab {args.command}: {stop}", file=sys.stderr)
+        return stop.signal_exit
+    except KeyboardInterrupt as stop:
+        print(f"reslab {args.command}: {'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 A file written by ``save`` rebuilds its network anywhere with ``load``, including networks whose widths or
 depth were edited. Nothing here unpickles: safetensors holds raw tensors and a JSON header, so a crafted file
 can at worst give an error. Writes go to a temporary file that is renamed into place, so an interrupted save
-never destroys the previous file.
+never destroys the previous file. Every file carries a SHA-256 checksum that loading verifies, and a stored
+spec is checked against the file's tensors before the network is built (no allocation for a crafted spec).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ from .spec import NetSpec, SpecError
 SPEC_KEY = "reslab.spec"
 FORMAT_KEY = "reslab.format"
 FORMAT = "reslab-model-1"
+# sha256 over every tensor (name, dtype, shape, bytes) and the other metadata: a flipped bit is an error on load.
+CHECKSUM_KEY = "reslab.checksum"
 
 
 class CheckpointError(ValueError):
@@ -50,7 +54,8 @@ def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: 
     """Write tensors and string metadata as one safetensors file, atomically."""
     # safetensors refuses shared or non-contiguous storage; checkpoints want independent copies anyway.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    meta = {str(k): str(v) for k, v in metadata.items()}
+    meta = {str(k): str(v) for k, v in metadata.items() if k != CHECKSUM_KEY}
+    meta[CHECKSUM_KEY] = checksum(flat, meta)
     atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=meta))
 
 
@@ -66,7 +71,22 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or not written by "
                               f"reslab?): {err}") from None
+    stored = metadata.pop(CHECKSUM_KEY, None)  # files of earlier versions have none
+    if stored is not None and stored != checksum(tensors, metadata):
+        raise CheckpointError(f"{path}: checksum mismatch: the file was damaged or altered after it was written "
+                              f"(restore it from a copy, or resume from another checkpoint)")
     return tensors, metadata
+
+
+def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        h.update(f"{key}\0{metadata[key]}\0".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return "sha256:" + h.hexdigest()
 
 
 def save(model: nn.Module, path: str | Path) -> None:
@@ -91,14 +111,33 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Mo
     """Rebuild the network stored in ``path`` and load its weights (strictly)."""
     tensors, metadata = load_state(path)
     spec = spec_from_metadata(metadata, path)
+    check_weights(spec, tensors, path)  # before building: a crafted spec must not allocate its widths
     model = build(spec)
     load_weights(model, tensors, path)
     return model.to(map_location)
 
 
-def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Strictly load ``tensors`` into ``model``; a missing, extra or mis-shaped key names the file and key."""
-    expected = model.state_dict()
+def check_weights(spec: NetSpec, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Check ``tensors`` against the state dict ``spec`` builds (names, shapes, finite values), without
+    allocating the network: it is built on the meta device."""
+    with torch.device("meta"):
+        expected = build(spec).state_dict()
+    _compare(expected, tensors, path)
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: weight {bad!r} holds NaN or infinite values (a diverged run?); "
+                              f"refusing to use it")
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def _compare(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -109,6 +148,11 @@ def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: st
         if tensors[key].shape != value.shape:
             raise CheckpointError(f"{path}: weight {key!r} has shape {tuple(tensors[key].shape)}, the spec "
                                   f"needs {tuple(value.shape)}")
+
+
+def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Strictly load ``tensors`` into ``model``; a missing, extra or mis-shaped key names the file and key."""
+    _compare(model.state_dict(), tensors, path)
     model.load_state_dict(tensors, strict=True)
 
 
@@ -146,5 +190,5 @@ def read_spec(path: str | Path) -> NetSpec:
     return spec_from_metadata(metadata, path)
 
 
-__all__ = ["CheckpointError", "atomic_write", "load", "load_state", "load_torchvision_weights",
-           "load_weights", "read_spec", "save", "save_state"]
+__all__ = ["CheckpointError", "atomic_write", "check_weights", "checksum", "first_non_finite", "load",
+           "load_state", "load_torchvision_weights", "load_weights", "read_spec", "save", "save_state"]

@@ -32,6 +32,11 @@ PREACT_KINDS = ("wide_basic", "pyramid_basic", "pyramid_bottleneck")
 SHORTCUTS = ("identity", "projection", "pad_avgpool", "pad_subsample", "none")
 DROP_PATHS = ("none", "stochastic_depth", "separated", "shakedrop")
 STEM_KINDS = ("conv7_maxpool", "conv3")
+# Bounds far above any published ResNet (widest: 2048 channels; deepest: 600 blocks), so a crafted or
+# mistyped spec is an error instead of a request for terabytes.
+MAX_CHANNELS = 16384
+MAX_BLOCKS = 4096
+MAX_CLASSES = 1_000_000
 
 
 class SpecError(ValueError):
@@ -250,6 +255,8 @@ class NetSpec:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"{where}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise SpecError(f"{where}: JSON nested too deeply to be a spec") from None
         return cls.from_dict(data, where)
 
     def save(self, path: str | Path) -> None:
@@ -267,14 +274,18 @@ class NetSpec:
     def load(cls, path: str | Path) -> NetSpec:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise SpecError(f"{path}: cannot read spec ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{path}: not UTF-8 text (offset {err.start})") from None
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
+            from .strict_yaml import safe_load
+
             try:
-                data = yaml.safe_load(text)
+                data = safe_load(text)
             except yaml.YAMLError as err:
                 raise SpecError(f"{path}: not valid YAML ({err})") from None
             return cls.from_dict(data, str(path))
@@ -343,6 +354,10 @@ def validate(spec: NetSpec) -> None:
         raise SpecError(f"stem.kind: must be one of {STEM_KINDS}, got {stem.kind!r}")
     if stem.in_chans < 1 or stem.out_chans < 1:
         raise SpecError(f"stem: channel counts must be positive, got in {stem.in_chans}, out {stem.out_chans}")
+    if max(stem.in_chans, stem.out_chans) > MAX_CHANNELS:
+        raise SpecError(f"stem: at most {MAX_CHANNELS} channels, got in {stem.in_chans}, out {stem.out_chans}")
+    if spec.num_blocks > MAX_BLOCKS:
+        raise SpecError(f"stages: at most {MAX_BLOCKS} blocks, got {spec.num_blocks}")
     chans = stem.out_chans
     for s, b, blk in spec.blocks():
         where = f"stages[{s}][{b}]"
@@ -355,6 +370,9 @@ def validate(spec: NetSpec) -> None:
                             f"width(s), got {list(blk.widths)}")
         if min(blk.widths) < 1 or blk.out_chans < 1:
             raise SpecError(f"{where}: widths must be positive, got widths {list(blk.widths)}, "
+                            f"out_chans {blk.out_chans}")
+        if max(*blk.widths, blk.out_chans) > MAX_CHANNELS:
+            raise SpecError(f"{where}: at most {MAX_CHANNELS} channels per layer, got widths {list(blk.widths)}, "
                             f"out_chans {blk.out_chans}")
         if blk.stride not in (1, 2):
             raise SpecError(f"{where}.stride: must be 1 or 2, got {blk.stride}")
@@ -382,7 +400,7 @@ def validate(spec: NetSpec) -> None:
     head = spec.head
     if head.in_chans != chans:
         raise SpecError(f"head.in_chans: is {head.in_chans} but the last stage gives {chans}")
-    if head.num_classes < 1:
-        raise SpecError(f"head.num_classes: must be positive, got {head.num_classes}")
+    if not 1 <= head.num_classes <= MAX_CLASSES:
+        raise SpecError(f"head.num_classes: must be in [1, {MAX_CLASSES}], got {head.num_classes}")
     if not 0.0 <= head.dropout < 1.0:
         raise SpecError(f"head.dropout: must be in [0, 1), got {head.dropout}")

@@ -27,11 +27,22 @@ IMAGENET_LAYOUTS = {
 }
 
 
+# Bounds on the numbers in a zoo name, far above the papers' (resnet1202, wrn28_10, pyramidnet272_a200):
+# a typo such as wrn16_100000 is an error, not a request for terabytes.
+MAX_DEPTH, MAX_WIDEN, MAX_ALPHA = 2000, 32, 2000
+
+
+def _bounded(value: int, limit: int, what: str) -> None:
+    if value > limit:
+        raise SpecError(f"{what} must be at most {limit}, got {value}")
+
+
 def imagenet_resnet(depth: int, width_factor: int = 1, num_classes: int = 1000, in_chans: int = 3) -> NetSpec:
     """torchvision's ResNet-18..152 and Wide ResNet-50-2/101-2 (bottleneck width x ``width_factor``)."""
     if depth not in IMAGENET_LAYOUTS:
         raise SpecError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYOUTS)}, got {depth}")
     kind, layout = IMAGENET_LAYOUTS[depth]
+    _bounded(width_factor, 8, "ImageNet ResNet width factor")
     if width_factor != 1 and kind != "bottleneck":
         raise SpecError(f"a width factor needs bottleneck blocks (depth >= 50), got depth {depth}")
     chans, stages = 64, []
@@ -57,6 +68,7 @@ def cifar_resnet(depth: int, shortcut: str = "A", num_classes: int = 10, in_chan
                  base_width: int = 16) -> NetSpec:
     """He et al. 2015's CIFAR ResNet: depth 6n+2, widths 16/32/64, option A (zero-padded, subsampled)
     or option B (1x1 projection) shortcuts where the shape changes."""
+    _bounded(depth, MAX_DEPTH, "CIFAR ResNet depth")
     if depth < 8 or (depth - 2) % 6:
         raise SpecError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
     if shortcut not in ("A", "B"):
@@ -81,6 +93,8 @@ def cifar_resnet(depth: int, shortcut: str = "A", num_classes: int = 10, in_chan
 
 def wide_resnet(depth: int, k: int, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.0) -> NetSpec:
     """Zagoruyko & Komodakis 2016's WRN-d-k for CIFAR: pre-activation wide blocks, widths 16k/32k/64k."""
+    _bounded(depth, MAX_DEPTH, "WRN depth")
+    _bounded(k, MAX_WIDEN, "WRN widening factor k")
     if depth < 10 or (depth - 4) % 6:
         raise SpecError(f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}")
     if k < 1:
@@ -105,6 +119,8 @@ def pyramidnet(depth: int, alpha: int, bottleneck: bool = False, num_classes: in
     """Han et al. 2017's PyramidNet: the width grows by alpha/N at every one of the N blocks (additive
     widening), zero-padded identity shortcuts, 2x2 average pooling on the shortcut where the stride is 2."""
     per_block = 9 if bottleneck else 6
+    _bounded(depth, MAX_DEPTH, "PyramidNet depth")
+    _bounded(alpha, MAX_ALPHA, "PyramidNet alpha")
     if depth < per_block + 2 or (depth - 2) % per_block:
         raise SpecError(f"PyramidNet depth must be {per_block}n+2 for "
                         f"{'bottleneck' if bottleneck else 'basic'} blocks, got {depth}")

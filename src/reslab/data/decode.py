@@ -33,7 +33,8 @@ Problem = tuple[str, str, bool]
 
 
 def read_image(path: str, mode: ImageReadMode) -> Tensor:
-    """Decode one image file to uint8 (C, H, W) (or (N, C, H, W) for animated formats).
+    """Decode one image file to uint8 (C, H, W) (or (N, C, H, W) for animated formats); 16-bit images are
+    scaled to 8 bits.
 
     torchvision 0.29 deprecates its decoders in favour of TorchCodec (>= 0.16, same ``decode_image`` call);
     this is the one place to switch. Its per-call DeprecationWarning is silenced here so a 60k-image decode
@@ -43,7 +44,12 @@ def read_image(path: str, mode: ImageReadMode) -> Tensor:
         warnings.filterwarnings(
             "ignore", message="The image decoding and encoding", category=DeprecationWarning
         )
-        return decode_image(path, mode=mode)
+        image = decode_image(path, mode=mode)
+    if image.dtype == torch.uint16:  # 16-bit PNGs: keep the high byte, the 8-bit image they stand for
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    return image
 
 
 class ImageFiles(Dataset):

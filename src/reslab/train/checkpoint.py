@@ -8,7 +8,8 @@ and the rest of the training state as JSON: epoch, step, optimizer hyper-paramet
 gradient-scaler state, the python/numpy RNG scalars, hook states and the engine's bookkeeping.
 
 Nothing is unpickled on load and files are written atomically (``reslab.io.save_state``), so a crash while
-writing leaves the previous checkpoint intact.
+writing leaves the previous checkpoint intact. Loading checks the training state's fields (``check_state``)
+and the weights against the spec, finite, before anything is built.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..io import (
     FORMAT_KEY,
     SPEC_KEY,
     CheckpointError,
+    check_weights,
     load_state,
     load_weights,
     save_state,
@@ -181,16 +183,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensors, metadata = load_state(path)
     spec = spec_from_metadata(metadata, path)
     if metadata.get(FORMAT_KEY) != CHECKPOINT_FORMAT:
+        check_weights(spec, tensors, path)
         return Checkpoint(path, spec, tensors)  # a plain model file: the whole file is the state dict
     try:
         state = json.loads(metadata[STATE_KEY])
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(
             f"{path}: the training state in the metadata is missing or corrupt ({err})"
         ) from None
+    check_state(state, path)
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    check_weights(spec, part(MODEL_PREFIX), path)
 
     optimizer_state = None
     if "optimizer" in state:
@@ -204,11 +210,49 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state.get("scheduler"),
         state.get("scaler"),
         rng,
-        int(state.get("epoch", 0)),
-        int(state.get("global_step", 0)),
+        state["epoch"],
+        state["global_step"],
         list(state.get("hooks", [])),
         dict(state.get("extra", {})),
     )
+
+
+# Far beyond any real run; a larger counter is damage, not progress.
+MAX_EPOCHS, MAX_STEPS = 10**6, 10**12
+# The type each field of the training state must have (None: may be absent or null).
+STATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "scheduler": (dict, type(None)),
+    "scaler": (dict, type(None)),
+    "hooks": (list,),
+    "extra": (dict,),
+    "optimizer": (dict,),
+    "rng": (dict,),
+}
+
+
+def check_state(state: Any, path: Path) -> None:
+    """The training state's fields have their types and counters in range; raise naming the field."""
+
+    def bad(key: str, expected: str, value: Any) -> CheckpointError:
+        return CheckpointError(f"{path}: training state field {key!r} must be {expected}, got {value!r:.80} "
+                               f"(the file is damaged or was altered)")
+
+    if not isinstance(state, dict):
+        raise bad("(top level)", "a mapping", state)
+    for key, limit in (("epoch", MAX_EPOCHS), ("global_step", MAX_STEPS)):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+            raise bad(key, f"an integer in [0, {limit}]", value)
+    for key, types in STATE_FIELDS.items():
+        if key in state and not isinstance(state[key], types):
+            raise bad(key, " or ".join("null" if t is type(None) else t.__name__ for t in types), state[key])
+    optimizer = state.get("optimizer", {"param_groups": [], "scalars": {}})
+    if not isinstance(optimizer.get("param_groups"), list) or not isinstance(optimizer.get("scalars"), dict):
+        raise bad("optimizer", "param_groups (a list) and scalars (a mapping)", optimizer)
+    rng = state.get("rng", {"python": [0, [], None], "numpy": [0, 0, 0, 0]})
+    if not (isinstance(rng.get("python"), list) and len(rng["python"]) == 3
+            and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 4):
+        raise bad("rng", "python and numpy generator states", rng)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .. import strict_yaml
 from ..data import DataConfig, DataError
 
 
@@ -31,6 +32,11 @@ class ConfigError(ValueError):
 
 # Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
 EXTRA_SECTIONS: dict[str, str] = {"resbuilder": "reslab.builder", "analysis": "reslab.analysis"}
+
+# A folder name's limit on common file systems.
+MAX_NAME_BYTES = 255
+# Far beyond any real run (checkpoints refuse larger epoch counters as damage).
+MAX_EPOCHS = 10**6
 
 Check = Callable[[Any], str | None]  # returns what the value must be, when it is wrong
 
@@ -121,7 +127,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(10, at_least(1))
+    epochs: int = option(10, in_range(1, MAX_EPOCHS, high_open=False))
     batch_size: int = option(128, at_least(1), "global batch (split across processes)")
     eval_batch_size: int = option(512, at_least(1))
     label_smoothing: float = option(0.0, in_range(0.0, 1.0))
@@ -215,7 +221,11 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     name = _coerce(raw.get("name"), str | None, "name")
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"name: must be a folder name (no '/'), got {name!r}")
+    if name is not None and len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"name: a folder name has at most {MAX_NAME_BYTES} bytes, got {len(name.encode())}")
     seed = _coerce(raw.get("seed", 0), int, "seed")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed: must be in [0, 2**63) (torch's generator takes 64-bit seeds), got {seed}")
     data_raw = raw.get("data") or {}
     try:
         data = DataConfig.from_dict(data_raw, where="data")
@@ -292,6 +302,8 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        if "\0" in value:
+            raise ConfigError(f"{path}: a NUL character cannot be part of a name or path, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported config type {kind!r}")  # a bug in the schema, not in the file
 
@@ -347,7 +359,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not part for part in path):
         raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key path")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+        value = strict_yaml.safe_load(raw_value) if raw_value.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: cannot read the value {raw_value!r} as YAML ({err})") from None
     return path, value
@@ -375,11 +387,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          f"save the config as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = strict_yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if raw is None:
@@ -392,14 +407,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """The defaults, updated by the YAML file at ``path`` (if any), then by ``--set`` overrides."""
     raw = read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else ""
+    if overrides:
+        where = f"{where} with --set" if where else "--set"
+    return config_from_dict(raw, overrides, where)
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), where: str = "") -> Config:
+    """``raw`` (a config file's mapping) with ``--set`` overrides applied, validated."""
+    raw = copy.deepcopy(dict(raw))
     _spec_replaces_name(raw, set(raw.get("model", {}) or {}) if isinstance(raw.get("model"), dict) else set())
     raw = apply_overrides(raw, overrides)
     # `--set model.spec=found.json` alone means "this spec instead of the zoo name".
     set_keys = {tuple(parse_override(text)[0]) for text in overrides}
     _spec_replaces_name(raw, {p[1] for p in set_keys if len(p) == 2 and p[0] == "model"})
-    where = str(path) if path is not None else ""
-    if overrides:
-        where = f"{where} with --set" if where else "--set"
     return Config.from_dict(raw, where=where)
 
 
@@ -455,6 +476,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_dict",
     "describe_schema",
     "load_config",
     "parse_override",

@@ -128,8 +128,18 @@ def restore_scheduler(scheduler: LambdaLR, position: dict) -> None:
         group["lr"] = lr
 
 
+def rescale_lr(scheduler: LambdaLR, factor: float) -> None:
+    """Multiply the schedule's base learning rates by ``factor`` from the current step on (a resumed run
+    given a lower ``optim.lr``)."""
+    scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = group["initial_lr"] * factor
+    restore_scheduler(scheduler, {"last_epoch": scheduler.last_epoch})
+
+
 __all__ = [
     "lr_factor_fn",
+    "rescale_lr",
     "make_optimizer",
     "make_scheduler",
     "param_groups",
