@@ -183,16 +183,18 @@ def create_model(
     zero_init_residual: bool = False,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    as_dict: bool = False,
 ) -> nn.Module:
     """Build a zoo model by name, the single entry point (as in timm).
 
     ``shortcut`` replaces every shape-changing shortcut (``projection``, ``pad_avgpool``, ``pad_subsample``);
     ``drop_path`` (``stochastic_depth``, ``separated``, ``shakedrop``) sets linearly decaying survival
     probabilities ending at ``final_survival``; ``dropout`` sets the in-block dropout of every block.
+    ``features_only`` builds a ``FeatureNet`` (``out_indices``; ``as_dict`` for torchvision's detection models).
     """
     spec = make_spec(name, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, drop_path=drop_path,
                      final_survival=final_survival, dropout=dropout)
-    model = build(spec, features_only=features_only, out_indices=out_indices)
+    model = build(spec, features_only=features_only, out_indices=out_indices, as_dict=as_dict)
     if zero_init_residual:
         model.zero_init_residual()
     return model
