@@ -252,6 +252,7 @@ class Transfer:
     kept: list[str]
     head_replaced: tuple[int, int] | None = None
     grey_stem: bool = False  # an RGB stem summed over its input channels for a one-channel model
+    ignored: int = 0  # the file's tensors with no place in the model (init_strict: false)
 
     def describe(self) -> str:
         total = len(self.loaded) + len(self.kept)
@@ -265,6 +266,8 @@ class Transfer:
         backbone_kept = [k for k in self.kept if not k.startswith(HEAD_PREFIX)]
         if backbone_kept:
             text += f"; {len(backbone_kept)} backbone tensor(s) left at their initialisation (init_strict: false)"
+        if self.ignored:
+            text += f"; {self.ignored} of the file's tensors have no place in this model (ignored)"
         return text
 
 
@@ -318,7 +321,8 @@ def transfer_weights(model: nn.Module, source: Mapping[str, torch.Tensor], path:
     if weight not in fits and weight in own and (new_head or weight in source):
         head_replaced = (int(source[weight].shape[0]) if weight in source else own[weight].shape[0],
                          int(own[weight].shape[0]))
-    return Transfer(path, sorted(fits), sorted(set(own) - set(fits)), head_replaced, adapted)
+    ignored = sum(k not in own for k in source)
+    return Transfer(path, sorted(fits), sorted(set(own) - set(fits)), head_replaced, adapted, ignored)
 
 
 __all__ = [
