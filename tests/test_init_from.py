@@ -53,8 +53,8 @@ def test_another_architecture_is_an_error_naming_the_counts(tmp_path):
         Trainer(tiny("model.name=resnet18", f"model.init_from={tmp_path / 'r50.pth'}"), run_dir=tmp_path / "run")
     message = str(err.value)
     assert "r50.pth: 23 of the model's 120 backbone tensors do not load (0 missing, 23 with another shape)" in message
-    assert "and 198 of the file's have no place in it; first: 'layer1.0.conv1.weight' is (64, 64, 1, 1) in the file, (64, 64, 3, 3)" \
-        in message
+    assert "and 198 of the file's have no place in it; first: 'layer1.0.conv1.weight' is (64, 64, 1, 1) in the " \
+        "file, (64, 64, 3, 3)" in message
     assert "model.init_strict: false" in message
 
 

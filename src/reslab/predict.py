@@ -66,7 +66,8 @@ def load_for_prediction(model_path: str | Path) -> tuple[torch.nn.Module, Prepro
 
 
 @torch.no_grad()
-def predict_files(model: torch.nn.Module, preprocess: Preprocess, files: Sequence[str], topk: int = 1) -> list[Prediction]:
+def predict_files(model: torch.nn.Module, preprocess: Preprocess, files: Sequence[str],
+                  topk: int = 1) -> list[Prediction]:
     """One ``Prediction`` per file, in order."""
     model.eval()
     k = max(1, min(topk, len(preprocess.class_names)))
