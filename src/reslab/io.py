@@ -107,7 +107,7 @@ def checked_spec(model: nn.Module) -> NetSpec:
         return derived
     raise SpecError(
         f"the module no longer matches its spec ({problem}); edit networks through their spec "
-        f"(model.reset_classifier(n) for a new head, reslab.builder.surgery to cut channels) or set "
+        f"(model.reset_classifier(n) for a new head, reslab.builder.surgery.cut_channels to cut channels) or set "
         f"model.spec to a NetSpec that describes the module; nothing was written"
     )
 
