@@ -78,7 +78,8 @@ def test_faster_rcnn_trains_a_step_on_a_reslab_backbone():
     )
     images = [torch.rand(3, 64, 64), torch.rand(3, 56, 72)]
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[10.0, 8.0, 50.0, 30.0], [2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([2, 1])}]
+               {"boxes": torch.tensor([[10.0, 8.0, 50.0, 30.0], [2.0, 2.0, 20.0, 20.0]]),
+                "labels": torch.tensor([2, 1])}]
     optimizer = torch.optim.SGD(detector.parameters(), lr=0.01)
     detector.train()
     losses = detector(images, targets)

@@ -44,7 +44,8 @@ def write_photos(root: Path) -> None:
         folder = root / "photos" / name
         folder.mkdir(parents=True)
         for i in range(10):
-            (folder / f"{i}.png").write_bytes(encode_png(image(2 if c == 0 else 0, 40 + i, 48, seed=10 * c + i)).numpy())
+            picture = image(2 if c == 0 else 0, 40 + i, 48, seed=10 * c + i)
+            (folder / f"{i}.png").write_bytes(encode_png(picture).numpy())
     new = root / "new_photos"
     (new / "garden" / "deep").mkdir(parents=True)
     (new / "red.png").write_bytes(encode_png(image(0, 64, 50, seed=99)).numpy())
