@@ -83,7 +83,9 @@ class ResNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pooling, dropout and the classifier on ``forward_features``' output; ``pre_logits``: stop before
         the classifier (the pooled ``num_features``-vector), as in timm."""
-        x = self.head_drop(torch.flatten(self.avgpool(x), 1))
+        # A mean over the pixels rather than pool + flatten: graph-tracing pruners (Torch-Pruning) then map the
+        # classifier's inputs to channels one to one.
+        x = self.head_drop(x.mean((2, 3)))
         return x if pre_logits else self.fc(x)
 
     # -- timm's classifier API; the spec follows every edit, so the network can still be saved --------------

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..spec import BlockSpec
 from .drop import make_drop
-from .shortcuts import make_shortcut
+from .shortcuts import ZeroPadShortcut, make_shortcut
 
 
 def conv3x3(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -50,6 +50,15 @@ class ResidualBlock(nn.Module):
         """The batch norm that ends the branch."""
         raise NotImplementedError
 
+    def out_width(self) -> int:
+        """Channels of the branch output, read from the module (a pruner may have cut them)."""
+        return self.last_bn().num_features
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.downsample, ZeroPadShortcut):
+            return self.downsample(x, self.out_width())
+        return self.downsample(x)
+
     def combine(self, branch_fn: Callable[[], torch.Tensor], skip: torch.Tensor | None) -> torch.Tensor:
         if skip is not None and self.drop is None:
             out = branch_fn() + skip
@@ -60,7 +69,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(out) if self.post_act else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = None if self.downsample is None else self.downsample(x)
+        skip = None if self.downsample is None else self.shortcut(x)
         return self.combine(lambda: self.branch(x), skip)
 
 
@@ -136,11 +145,14 @@ class WideBasic(ResidualBlock):
         elif isinstance(self.downsample, nn.Sequential):  # projection of the pre-activated input
             skip = self.downsample(pre)
         else:
-            skip = self.downsample(x)
+            skip = self.shortcut(x)
         return self.combine(lambda: self.branch_from_preact(pre), skip)
 
     def zero_init_(self) -> None:
         nn.init.zeros_(self.conv2.weight)
+
+    def out_width(self) -> int:
+        return self.conv2.out_channels
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2

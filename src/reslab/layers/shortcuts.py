@@ -18,10 +18,12 @@ class ZeroPadShortcut(nn.Module):
         super().__init__()
         self.in_chans, self.out_chans, self.stride, self.pool = in_chans, out_chans, stride, pool
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_chans: int | None = None) -> torch.Tensor:
+        """``x`` subsampled and zero-padded to ``out_chans`` channels (the block's branch width, which the block
+        passes: after a structured pruner cut channels, neither count is the built one)."""
         if self.stride == 2:
             x = F.avg_pool2d(x, 2, ceil_mode=True) if self.pool == "avg" else x[:, :, ::2, ::2]
-        extra = self.out_chans - self.in_chans
+        extra = (self.out_chans if out_chans is None else out_chans) - x.shape[1]
         if extra:
             x = F.pad(x, (0, 0, 0, 0, 0, extra))
         return x
