@@ -95,3 +95,32 @@ def test_faster_rcnn_trains_a_step_on_a_reslab_backbone():
     with torch.no_grad():
         (found,) = detector([torch.rand(3, 64, 64)])
     assert set(found) == {"boxes", "labels", "scores"}
+
+
+def test_frozen_batch_norm_and_dilation_as_torchvision_has_them(tmp_path):
+    from torchvision.models import resnet50
+    from torchvision.ops import FrozenBatchNorm2d
+
+    options = {"replace_stride_with_dilation": [False, True, True], "norm_layer": FrozenBatchNorm2d}
+    theirs = resnet50(**options).eval()
+    with torch.no_grad():
+        for name, buffer in theirs.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+    ours = reslab.create_model("resnet50", **options).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    spec = ours.spec
+    assert spec.norm == "frozen_batch" and [b.dilation for b in spec.stages[3]] == [2, 4, 4]
+    assert reslab.NetSpec.from_json(spec.to_json()) == spec
+    reslab.save(ours, tmp_path / "det.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(reslab.load(tmp_path / "det.safetensors").eval()(x), theirs(x), rtol=0, atol=0)
+    backbone = reslab.create_model("resnet50", features_only=True, **options)
+    assert backbone.feature_info.reduction() == [2, 4, 8, 8, 8]
+    with pytest.raises(SpecError, match="dilation needs bottleneck blocks"):
+        reslab.create_model("resnet18", replace_stride_with_dilation=[False, False, True])
+    with pytest.raises(SpecError, match="only for the ImageNet ResNets"):
+        reslab.create_model("resnet20", replace_stride_with_dilation=[False, False, True])

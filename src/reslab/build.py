@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .layers.blocks import ResidualBlock, make_block
+from .layers.norm import NORM_LAYERS
 from .spec import NetSpec, SpecError
 
 CLASSIFIER = "fc"  # the classifier's module name (torchvision's and timm's ResNets too)
@@ -26,17 +27,18 @@ class ResNet(nn.Module):
         super().__init__()
         self.spec = spec
         stem = spec.stem
+        norm_layer = NORM_LAYERS[spec.norm]
         if stem.kind == "conv7_maxpool":
             self.conv1 = nn.Conv2d(stem.in_chans, stem.out_chans, 7, stride=2, padding=3, bias=False)
         else:
             self.conv1 = nn.Conv2d(stem.in_chans, stem.out_chans, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem.out_chans) if stem.norm else nn.Identity()
+        self.bn1 = norm_layer(stem.out_chans) if stem.norm else nn.Identity()
         self.relu = nn.ReLU(inplace=True) if stem.act else nn.Identity()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem.kind == "conv7_maxpool" else nn.Identity()
         self.stage_names = [f"layer{i + 1}" for i in range(len(spec.stages))]
         for name, stage in zip(self.stage_names, spec.stages):
-            self.add_module(name, nn.Sequential(*[make_block(b) for b in stage]))
-        self.final_bn = nn.BatchNorm2d(spec.head.in_chans) if spec.head.norm else None
+            self.add_module(name, nn.Sequential(*[make_block(b, norm_layer) for b in stage]))
+        self.final_bn = norm_layer(spec.head.in_chans) if spec.head.norm else None
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(spec.head.dropout) if spec.head.dropout > 0 else nn.Identity()
         self.fc = nn.Linear(spec.head.in_chans, spec.head.num_classes)

@@ -14,11 +14,12 @@ from torch import nn
 
 from ..spec import BlockSpec
 from .drop import make_drop
+from .norm import NormLayer
 from .shortcuts import ZeroPadShortcut, make_shortcut
 
 
-def conv3x3(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_chans: int, out_chans: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def conv1x1(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -30,11 +31,11 @@ class ResidualBlock(nn.Module):
 
     post_act = True
 
-    def __init__(self, spec: BlockSpec) -> None:
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.spec = spec
         self.downsample = make_shortcut(spec.shortcut, spec.in_chans, spec.out_chans, spec.stride,
-                                        norm=not spec.preact)
+                                        norm=not spec.preact, norm_layer=norm_layer)
         self.drop = make_drop(spec)
         self.relu = nn.ReLU(inplace=True)
 
@@ -52,7 +53,7 @@ class ResidualBlock(nn.Module):
 
     def out_width(self) -> int:
         """Channels of the branch output, read from the module (a pruner may have cut them)."""
-        return self.last_bn().num_features
+        return self.last_bn().weight.shape[0]
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.downsample, ZeroPadShortcut):
@@ -76,13 +77,13 @@ class ResidualBlock(nn.Module):
 class BasicBlock(ResidualBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, sum, ReLU (He et al. 2016; torchvision's BasicBlock)."""
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn1 = nn.BatchNorm2d(mid)
+        self.bn1 = norm_layer(mid)
         self.conv2 = conv3x3(mid, spec.out_chans)
-        self.bn2 = nn.BatchNorm2d(spec.out_chans)
+        self.bn2 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -94,15 +95,15 @@ class BasicBlock(ResidualBlock):
 class Bottleneck(ResidualBlock):
     """1x1-3x3-1x1 bottleneck with the stride on the 3x3 conv (torchvision's "ResNet v1.5")."""
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         w1, w2 = spec.widths
         self.conv1 = conv1x1(spec.in_chans, w1)
-        self.bn1 = nn.BatchNorm2d(w1)
-        self.conv2 = conv3x3(w1, w2, spec.stride)
-        self.bn2 = nn.BatchNorm2d(w2)
+        self.bn1 = norm_layer(w1)
+        self.conv2 = conv3x3(w1, w2, spec.stride, spec.dilation)
+        self.bn2 = norm_layer(w2)
         self.conv3 = conv1x1(w2, spec.out_chans)
-        self.bn3 = nn.BatchNorm2d(spec.out_chans)
+        self.bn3 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -122,12 +123,12 @@ class WideBasic(ResidualBlock):
 
     post_act = False
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = norm_layer(mid)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(mid, spec.out_chans)
 
@@ -163,14 +164,14 @@ class PyramidBasic(ResidualBlock):
 
     post_act = False
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = norm_layer(mid)
         self.conv2 = conv3x3(mid, spec.out_chans)
-        self.bn3 = nn.BatchNorm2d(spec.out_chans)
+        self.bn3 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
@@ -185,16 +186,16 @@ class PyramidBottleneck(ResidualBlock):
 
     post_act = False
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         w1, w2 = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv1x1(spec.in_chans, w1)
-        self.bn2 = nn.BatchNorm2d(w1)
+        self.bn2 = norm_layer(w1)
         self.conv2 = conv3x3(w1, w2, spec.stride)
-        self.bn3 = nn.BatchNorm2d(w2)
+        self.bn3 = norm_layer(w2)
         self.conv3 = conv1x1(w2, spec.out_chans)
-        self.bn4 = nn.BatchNorm2d(spec.out_chans)
+        self.bn4 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
@@ -215,5 +216,5 @@ BLOCKS: dict[str, type[ResidualBlock]] = {
 }
 
 
-def make_block(spec: BlockSpec) -> ResidualBlock:
-    return BLOCKS[spec.kind](spec)
+def make_block(spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> ResidualBlock:
+    return BLOCKS[spec.kind](spec, norm_layer)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import NormLayer
+
 
 class ZeroPadShortcut(nn.Module):
     """Identity shortcut that subsamples spatially and appends zero channels (no parameters).
@@ -32,7 +34,8 @@ class ZeroPadShortcut(nn.Module):
         return f"{self.in_chans}->{self.out_chans}, stride={self.stride}, pool={self.pool}"
 
 
-def make_shortcut(kind: str, in_chans: int, out_chans: int, stride: int, norm: bool = True) -> nn.Module | None:
+def make_shortcut(kind: str, in_chans: int, out_chans: int, stride: int, norm: bool = True,
+                  norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Module | None:
     """Build a shortcut module; ``None`` means the block has no shortcut (plain network).
 
     A projection is ``Sequential(conv1x1, bn)`` so its keys are torchvision's ``downsample.0/1``;
@@ -44,7 +47,7 @@ def make_shortcut(kind: str, in_chans: int, out_chans: int, stride: int, norm: b
         return nn.Identity()
     if kind == "projection":
         conv = nn.Conv2d(in_chans, out_chans, 1, stride=stride, bias=False)
-        return nn.Sequential(conv, nn.BatchNorm2d(out_chans)) if norm else nn.Sequential(conv)
+        return nn.Sequential(conv, norm_layer(out_chans)) if norm else nn.Sequential(conv)
     if kind in ("pad_avgpool", "pad_subsample"):
         return ZeroPadShortcut(in_chans, out_chans, stride, "avg" if kind == "pad_avgpool" else "subsample")
     raise ValueError(f"unknown shortcut kind {kind!r}")
