@@ -7,6 +7,7 @@ import csv
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,19 @@ def test_the_readme_recipe_runs_end_to_end(tmp_path, monkeypatch, capsys):
         assert row["error"] == "" and {row["class_1"], row["class_2"]} == {"bluebird", "redfox"}
         assert 1.0 >= float(row["prob_1"]) >= float(row["prob_2"]) >= 0.0
     assert "broken.png: error: cannot decode image" in out
+
+    # reslab eval follows the model's record: other classes are refused, other image sizes are resized.
+    for name, colour in (("bluebird", 2), ("redfox", 0), ("zebra", 1)):
+        (tmp_path / "other" / name).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "other" / name / f"{i}.png").write_bytes(encode_png(image(colour, 64, 64, seed=i)).numpy())
+    assert cli.main(["eval", str(run / "model.safetensors"), "--set", "data.data_dir=other"]) == 1
+    assert "the model was trained on the classes bluebird, redfox; imagefolder has bluebird, redfox, zebra" \
+        in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "other" / "zebra")
+    assert cli.main(["eval", str(run / "model.safetensors"), "--set", "data.data_dir=other",
+                     "--set", "data.image_size=null", "--out", "ev"]) == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["images"] == 2  # the 20 % test part of 10
 
 
 def test_predict_json_and_a_model_without_a_record(tmp_path, capsys):

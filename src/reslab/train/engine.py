@@ -370,8 +370,8 @@ class Trainer:
                 module = self.model
             find_unused = cfg.find_unused_parameters
             if find_unused is None:
-                # A dropped branch (stochastic depth) leaves its parameters without gradients.
-                find_unused = any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
+                # A dropped branch (stochastic depth) or a frozen layer leaves its parameters without gradients.
+                find_unused = self.finetune.active or any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
             module = dist_utils.wrap_ddp(module, self.device, find_unused)
         if cfg.compile:
             module = torch.compile(module)
