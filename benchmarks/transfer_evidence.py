@@ -4,7 +4,7 @@ when only a few images per class are labelled?
 On the CIFAR-10 image folder this script
 
 1. pretrains ResNet-20 (CIFAR-style, 0.27 M parameters) on classes 0-4 (airplane, automobile, bird, cat, deer:
-   all 25,000 training images), 30 epochs, SGD + cosine, with ``reslab train``;
+   all 25,000 training images), 18 epochs, SGD (lr 0.1, 1 warm-up epoch) + cosine, with ``reslab train``;
 2. for 10, 50 and 250 training images per class of classes 5-9 (dog, frog, horse, ship, truck) and seeds
    0, 1, 2 trains two ResNet-20s with the same budget (epochs, batch size, learning rate and schedule):
    * ``finetune``: ``model.init_from`` the pretrained model file (a new classifier, since the classes differ),
@@ -15,6 +15,7 @@ On the CIFAR-10 image folder this script
    wall times, as a markdown table (``--report``, written to ``<work>/transfer_table.md``).
 
     .venv/bin/python benchmarks/transfer_evidence.py             # everything (about 1 h on 2 shared CPU cores)
+    .venv/bin/python benchmarks/transfer_evidence.py --methods scratch   # needs no pretraining: run it alongside
     .venv/bin/python benchmarks/transfer_evidence.py --jobs 1 --sizes 10 --seeds 0   # one cell of the table
 
 Every run is a ``reslab train`` process (one CPU thread) whose folder lands in ``--work`` (default

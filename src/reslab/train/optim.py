@@ -46,16 +46,18 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
 
 
 def backbone_groups(model: nn.Module, groups: list[dict], lr: float, mult: float) -> list[dict]:
-    """Each group split into its backbone part, at ``lr * mult``, and its classifier part (``optim.
-    backbone_lr_mult``); the schedule scales both alike."""
+    """Each group split into its classifier part and its backbone part, at ``lr * mult`` (``optim.
+    backbone_lr_mult``); the schedule scales both alike. Classifier groups come first, so the first group's
+    learning rate (the one logged) is the configured one."""
     head_ids = {id(p) for p in getattr(model, CLASSIFIER).parameters()}
-    out = []
+    heads, backbones = [], []
     for group in groups:
         backbone = [p for p in group["params"] if id(p) not in head_ids]
         head = [p for p in group["params"] if id(p) in head_ids]
-        out.append({**group, "params": backbone, "lr": lr * mult, "group_name": f"backbone_{group['group_name']}"})
-        out.append({**group, "params": head, "group_name": f"head_{group['group_name']}"})
-    return out
+        heads.append({**group, "params": head, "group_name": f"head_{group['group_name']}"})
+        backbones.append({**group, "params": backbone, "lr": lr * mult,
+                          "group_name": f"backbone_{group['group_name']}"})
+    return heads + backbones
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
