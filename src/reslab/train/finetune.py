@@ -37,7 +37,7 @@ def frozen_prefixes(model: nn.Module, freeze: str | Sequence[str]) -> list[str]:
         expanded = list(STEM_MODULES) if prefix == "stem" else [prefix]
         if not any(_within(name, p) for p in expanded for name in names if name):
             raise ValueError(
-                f"train.freeze: {prefix!r} names no module of {getattr(model, 'spec', None) and model.spec.name} "
+                f"train.freeze: {prefix!r} names no module of {model.spec.name} "
                 f"(top-level modules: stem, {', '.join(n for n in children if n not in STEM_MODULES)})"
             )
         out += [p for p in expanded if p in names]
