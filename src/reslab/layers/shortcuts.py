@@ -25,10 +25,8 @@ class ZeroPadShortcut(nn.Module):
         passes: after a structured pruner cut channels, neither count is the built one)."""
         if self.stride == 2:
             x = F.avg_pool2d(x, 2, ceil_mode=True) if self.pool == "avg" else x[:, :, ::2, ::2]
-        extra = (self.out_chans if out_chans is None else out_chans) - x.shape[1]
-        if extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, extra))
-        return x
+        # No branch on the count: torch.fx (the depth analyses) traces the shape symbolically.
+        return F.pad(x, (0, 0, 0, 0, 0, (self.out_chans if out_chans is None else out_chans) - x.shape[1]))
 
     def extra_repr(self) -> str:
         return f"{self.in_chans}->{self.out_chans}, stride={self.stride}, pool={self.pool}"
