@@ -1,4 +1,4 @@
-"""The ``reslab`` command: ``train``, ``eval``, ``models``, and ``analyze``/``build`` from their packages.
+"""The ``reslab`` command: ``train``, ``eval``, ``predict``, ``models``, and ``analyze``/``build`` from their packages.
 
 The depth analyses and ResBuilder plug into ``reslab train`` through config sections
 (``reslab.train.plugins.extra_hooks``); the engine itself never imports them. Their own commands are added
@@ -16,9 +16,12 @@ from pathlib import Path
 from .analysis.cli import register as register_analyze
 from .builder.cli import register as register_build
 from .data import DataError
-from .io import CheckpointError
+from .data.folder import IMAGE_EXTENSIONS
+from .data.preprocess import Preprocess
+from .io import CheckpointError, read_preprocess
 from .spec import SpecError
 from .train.config import (
+    Config,
     ConfigError,
     checkpoint_config,
     config_from_dict,
@@ -89,6 +92,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- eval ------------------------------------------------------------------------------------------------
 
 
+def contract_data(preprocess, data, config: Config):
+    """``data`` prepared as the model's preprocessing record says: resized to its input size, normalised with
+    its mean/std; its classes must be the model's, in the same order."""
+    from dataclasses import replace
+
+    from .data import AugmentConfig, BatchTransform, load_data
+
+    names = [str(c) for c in data.class_names]
+    if names != list(preprocess.class_names):
+        raise ConfigError(
+            f"data: the model was trained on the classes {', '.join(preprocess.class_names)}; {data.name} has "
+            f"{', '.join(names)} (same names, same order needed)"
+        )
+    size = preprocess.input_size[1]
+    if data.image_size != size:
+        data = load_data(replace(config.data, image_size=size), seed=config.seed)
+    transform = BatchTransform(preprocess.mean, preprocess.std, AugmentConfig())
+    for split in (data.train, data.val, data.test):
+        if split is not None:
+            split.transform = transform
+    return data
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_data
     from .train.checkpoint import load_model
@@ -103,6 +129,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision = resolve_precision(config.train.precision, device)
     model = load_model(checkpoint, device)
     data = load_data(config.data, seed=config.seed)
+    record = read_preprocess(checkpoint)
+    if record is not None:  # the model's own preprocessing: its input size, normalisation and class order
+        data = contract_data(Preprocess.from_dict(record, f"{checkpoint}: preprocess"), data, config)
     spec = model.spec
     if spec.num_classes != data.num_classes or spec.in_chans != data.in_chans:
         raise ConfigError(
@@ -146,6 +175,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {str(name).ljust(width)}  {100 * acc:6.2f} %  ({total} images)")
     print(f"confusion matrix: {plot}")
     print(f"results: {out_dir / 'eval.json'}")
+    return 0
+
+
+# -- predict ---------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import describe, image_files, load_for_prediction, predict_files, write_predictions
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk: must be >= 1, got {args.topk}")
+    model, preprocess = load_for_prediction(args.model)
+    files = image_files(args.paths)
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {', '.join(args.paths)}")
+    rows = predict_files(model, preprocess, files, args.topk)
+    for row in rows:
+        print(describe(row))
+    if args.out:
+        write_predictions(rows, args.out)
+        print(f"predictions: {args.out}")
+    bad = sum(r.error is not None for r in rows)
+    if bad:
+        print(f"{bad} of {len(rows)} file(s) could not be read", file=sys.stderr)
     return 0
 
 
@@ -226,6 +279,16 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--out", help="folder for eval.json and confusion.png")
     ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser(
+        "predict",
+        help="classify image files with a saved model (its stored preprocessing: size, channels, normalisation)",
+    )
+    pr.add_argument("model", help="a model file (model.safetensors) or checkpoint written by reslab train")
+    pr.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    pr.add_argument("--topk", type=int, default=1, help="how many classes per image (default 1)")
+    pr.add_argument("--out", help="also write the predictions to this .csv or .json file")
+    pr.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="list zoo models with parameters and MACs")
     models.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'resnet*' or 'wrn*'")

@@ -52,6 +52,12 @@ def read_image(path: str, mode: ImageReadMode) -> Tensor:
     return image
 
 
+def resize_transform(size: int) -> v2.Transform:
+    """The resize policy of image folders (``shorter_side_center_crop``): shorter side to ``size``, then a
+    centre crop to ``size`` x ``size``."""
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+
 class ImageFiles(Dataset):
     """Image files decoded to uint8 (C, H, W) tensors of one common shape.
 
@@ -74,7 +80,7 @@ class ImageFiles(Dataset):
         self.native_hw = native_hw
         channels = 1 if mode == ImageReadMode.GRAY else 3
         self.shape = (channels, size, size) if size else (channels, *native_hw)
-        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)]) if size else None
+        self.resize = resize_transform(size) if size else None
 
     def __len__(self) -> int:
         return len(self.paths)

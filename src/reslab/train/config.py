@@ -98,7 +98,10 @@ class ModelConfig:
     )
     dropout: float | None = option(None, in_range(0.0, 1.0), "dropout inside every block")
     zero_init_residual: bool = option(False, doc="start each block as its shortcut (last BN scale 0)")
-    init_from: str | None = option(None, doc="checkpoint or model file whose matching weights start the run")
+    init_from: str | None = option(
+        None, doc="weights that start the run: a reslab model/checkpoint, a torchvision/timm .pth or a .safetensors"
+    )
+    init_strict: bool = option(True, doc="init_from: every backbone tensor must load (false: load what matches)")
 
 
 @dataclass
@@ -111,6 +114,7 @@ class OptimConfig:
     no_decay_bn_bias: bool = option(True, doc="no weight decay on batch-norm parameters and biases")
     betas: list[float] = option([0.9, 0.999], doc="AdamW betas")
     eps: float = option(1e-8, at_least(0.0, strict=True), "AdamW epsilon")
+    backbone_lr_mult: float = option(1.0, at_least(0.0), "learning rate of all but the classifier, x optim.lr")
 
 
 @dataclass
@@ -147,6 +151,10 @@ class TrainConfig:
     find_unused_parameters: bool | None = option(None, doc="DDP; null: on for drop-path models")
     sync_bn: bool = option(False, doc="SyncBatchNorm across processes (CUDA only)")
     deterministic: bool = option(False, doc="torch.use_deterministic_algorithms (repeatable CUDA runs)")
+    freeze: str | list[str] = option(
+        "none", doc="none, backbone (all but the classifier) or module prefixes ([stem, layer1]); BN kept in eval"
+    )
+    unfreeze_epoch: int | None = option(None, at_least(1), "train.freeze ends at this epoch (0-based)")
 
 
 @dataclass
@@ -277,8 +285,11 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
         options = typing.get_args(kind)
         if value is None and type(None) in options:
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(value, inner, path)
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) > 1:  # X | list[Y]: a list is read as the list type, anything else as X
+            lists = [o for o in inner if typing.get_origin(o) is list]
+            inner = lists if isinstance(value, list | tuple) and lists else [o for o in inner if o not in lists]
+        return _coerce(value, inner[0], path)
     if origin is list:
         (inner,) = typing.get_args(kind)
         if not isinstance(value, list | tuple):
@@ -340,6 +351,11 @@ def _check_consistency(config: Config) -> None:
             f"schedule.warmup_epochs: must be less than train.epochs ({config.train.epochs}), "
             f"got {config.schedule.warmup_epochs}"
         )
+    freeze = config.train.freeze
+    if isinstance(freeze, str) and freeze not in ("none", "backbone"):
+        raise ConfigError(f"train.freeze: must be none, backbone or a list of module names, got {freeze!r}")
+    if config.train.unfreeze_epoch is not None and freeze in ("none", []):
+        raise ConfigError("train.unfreeze_epoch: nothing is frozen (set train.freeze: backbone or a list of modules)")
     if config.train.precision == "fp16" and config.train.device == "cpu":
         raise ConfigError(
             "train.precision: fp16 (AMP with a gradient scaler) needs CUDA; use bf16 or fp32 on the CPU"

@@ -31,14 +31,24 @@ from torch.nn import functional as F
 
 from ..build import build
 from ..data import DataBundle, Split, load_data
+from ..data.preprocess import Preprocess
 from ..io import CheckpointError, first_non_finite, load_weights, read_spec
 from ..io import save as save_model_file
 from ..spec import NetSpec
 from ..zoo import make_spec
 from . import distributed as dist_utils
 from . import rundir
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, transfer_weights
+from .checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    read_weights,
+    restore_rng,
+    save_checkpoint,
+    transfer_weights,
+    weights_classes,
+)
 from .config import Config, ConfigError
+from .finetune import FineTune
 from .hooks import Hook, hook_states, load_hook_states
 from .optim import make_optimizer, make_scheduler, rescale_lr, restore_scheduler, scheduler_position
 from .progress import Progress
@@ -179,9 +189,15 @@ class Trainer:
             else make_spec_from_config(config, self.data.num_classes, self.data.in_chans)
         )
         model = build(spec)
+        self.finetune = FineTune(cfg.freeze, cfg.unfreeze_epoch)
+        try:
+            self.finetune.check(model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if checkpoint is None:
             self._init_weights(model)
         self.model = model.to(self.device, memory_format=self._memory_format)
+        self.preprocess = Preprocess.from_bundle(self.data).to_dict()  # stored with the weights, for predict
         self.optimizer = make_optimizer(self.model, config.optim)
         self.schedule_start_epoch = 0  # moved by restart_schedule
         self.scheduler = self._new_scheduler()
@@ -202,9 +218,16 @@ class Trainer:
         if m.zero_init_residual:
             model.zero_init_residual()
         if m.init_from is not None:
-            source = load_checkpoint(m.init_from)
-            skipped = transfer_weights(model, source.model_state, m.init_from)
-            self._pending_events.append(("init_from", {"path": str(m.init_from), "skipped": skipped}))
+            classes = weights_classes(m.init_from)  # other classes, even as many: a new classifier
+            new_head = classes is not None and classes != [str(c) for c in self.data.class_names]
+            done = transfer_weights(model, read_weights(m.init_from), m.init_from, strict=m.init_strict,
+                                    new_head=new_head)
+            if self.is_main:
+                print(done.describe(), flush=True)
+            self._pending_events.append(
+                ("init_from", {"path": str(m.init_from), "loaded": len(done.loaded), "skipped": done.kept,
+                               "head_replaced": done.head_replaced})
+            )
 
     def _prepare_run_dir(self, resume: bool, overwrite: bool):
         """Lock and check the run folder (rank 0 decides, every rank learns the outcome); load ``last``."""
@@ -278,8 +301,8 @@ class Trainer:
                 module = self.model
             find_unused = cfg.find_unused_parameters
             if find_unused is None:
-                # A dropped branch (stochastic depth) leaves its parameters without gradients.
-                find_unused = any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
+                # A dropped branch (stochastic depth) or a frozen layer leaves its parameters without gradients.
+                find_unused = self.finetune.active or any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
             module = dist_utils.wrap_ddp(module, self.device, find_unused)
         if cfg.compile:
             module = torch.compile(module)
@@ -477,6 +500,10 @@ class Trainer:
         """One pass over the rank's shard; returns (mean loss, accuracy, images) over all ranks."""
         module = self._forward_train
         module.train()
+        changed = self.finetune.apply(self.model, self.epoch)  # frozen batch norms back to eval mode
+        if changed:
+            self.event("freeze", state=changed)
+            self.progress.log(changed)
         cfg = self.config.train
         self.progress.start_epoch(self.epoch, cfg.epochs, self.steps_per_epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -594,6 +621,7 @@ class Trainer:
             global_step=self.global_step,
             rng=capture_rng(self.device.type == "cuda"),
             hooks=hook_states(self.hooks),
+            preprocess=self.preprocess,
             extra={
                 "best_val_accuracy": self.best_val_accuracy,
                 "best_epoch": self.best_epoch,
@@ -638,7 +666,7 @@ class Trainer:
             hook.on_train_end(self, summary)
         if self.is_main:
             rundir.write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-            save_model_file(self.model, self.run_dir / FINAL_MODEL)
+            save_model_file(self.model, self.run_dir / FINAL_MODEL, preprocess=self.preprocess)
             report = write_report(
                 self.run_dir, summary, read_jsonl(self.run_dir / "metrics.jsonl"), self._events
             )
