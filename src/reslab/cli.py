@@ -1,7 +1,8 @@
-"""The ``reslab`` command: ``train``, ``eval``, ``models``, and ``analyze``/``build`` from their packages.
+"""The ``reslab`` command: ``train``, ``eval``, ``models``, and ``analyze``/``build``/``export``/``quantize`` from
+their packages.
 
 The depth analyses and ResBuilder plug into ``reslab train`` through config sections: when a config has a
-section listed in ``reslab.train.config.EXTRA_SECTIONS`` (``resbuilder``, ``analysis``), its module is
+section listed in ``reslab.train.config.EXTRA_SECTIONS`` (``resbuilder``, ``analysis``, ``distill``), its module is
 imported and its ``make_hook(section: dict, config: Config) -> Hook | list[Hook]`` supplies the hooks. The
 engine itself never imports them. Their own commands are added by their ``register(subparsers)``.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 from .analysis.cli import register as register_analyze
 from .builder.cli import register as register_build
 from .data import DataError
+from .deploy.cli import register as register_deploy
+from .deploy.errors import DeployError
 from .io import CheckpointError
 from .spec import SpecError
 from .train.config import (
@@ -32,7 +35,7 @@ from .train.engine import TrainingError
 from .train.hooks import Hook
 
 # Errors that are the user's input, shown as one line without a traceback.
-USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
+USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError, DeployError)
 
 
 def extra_hooks(config: Config) -> list[Hook]:
@@ -243,6 +246,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     register_analyze(sub)  # reslab analyze lesion|paths|linearize|compare
     register_build(sub)  # reslab build: ResBuilder
+    register_deploy(sub)  # reslab export|quantize
     return parser
 
 

@@ -30,7 +30,11 @@ class ConfigError(ValueError):
 
 
 # Sections read by optional packages, and the module that turns each into hooks (see ``reslab.cli``).
-EXTRA_SECTIONS: dict[str, str] = {"resbuilder": "reslab.builder", "analysis": "reslab.analysis"}
+EXTRA_SECTIONS: dict[str, str] = {
+    "resbuilder": "reslab.builder",
+    "analysis": "reslab.analysis",
+    "distill": "reslab.deploy.distill",
+}
 
 Check = Callable[[Any], str | None]  # returns what the value must be, when it is wrong
 
