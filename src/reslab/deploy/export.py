@@ -162,7 +162,12 @@ def _write_onnx(model: nn.Module, path: str, example: torch.Tensor, meta: Mappin
 
 
 def set_metadata(proto, meta: Mapping[str, str]) -> None:
-    """Put ``meta`` into an ONNX model's ``metadata_props`` (replacing keys already there)."""
+    """Put ``meta`` into an ONNX model's ``metadata_props`` (replacing keys already there), and drop the
+    per-node debugging notes exporters leave (source stack traces, names of modules: a fifth of a small int8
+    file)."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
     kept = [p for p in proto.metadata_props if p.key not in meta]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
