@@ -4,7 +4,7 @@ The engine calls each method of each hook in order; every method is optional. A 
 and may read anything it exposes (``model``, ``optimizer``, ``scheduler``, ``config``, ``device``, ``rank``,
 ``world_size``, ``is_main``, ``data``, ``epoch``, ``global_step``, ``run_dir``, ``criterion``, ``precision``,
 ``channels_last``) and use ``evaluate``, ``set_model`` and ``event``. ``loss`` sees every training batch and
-the model's logits, and may add to or replace the loss (knowledge distillation, mixup).
+the model's logits, and may add to or replace the loss (``reslab.deploy.distill`` does).
 
 Under DDP every rank runs every hook; hooks must act the same on all ranks (decide from reduced metrics, which
 the engine hands them) and only write files when ``trainer.is_main``.
