@@ -115,7 +115,7 @@ def test_overrides_are_validated_like_the_file(tmp_path):
 
 
 def test_extra_sections_stay_raw_and_round_trip():
-    assert set(EXTRA_SECTIONS) == {"resbuilder", "analysis"}
+    assert set(EXTRA_SECTIONS) == {"resbuilder", "analysis", "distill"}
     raw = {"resbuilder": {"anything": [1, 2], "nested": {"a": 1}}, "train": {"epochs": 3}}
     config = Config.from_dict(raw)
     assert config.extras == {"resbuilder": {"anything": [1, 2], "nested": {"a": 1}}}

@@ -1,6 +1,7 @@
-"""The ``reslab`` command: ``train``, ``eval``, ``predict``, ``models``, and ``analyze``/``build`` from their packages.
+"""The ``reslab`` command: ``train``, ``eval``, ``predict``, ``models``, and ``analyze``/``build``/``export``/
+``quantize`` from their packages.
 
-The depth analyses and ResBuilder plug into ``reslab train`` through config sections
+The depth analyses, ResBuilder and distillation plug into ``reslab train`` through config sections
 (``reslab.train.plugins.extra_hooks``); the engine itself never imports them. Their own commands are added
 by their ``register(subparsers)``.
 """
@@ -18,6 +19,8 @@ from .builder.cli import register as register_build
 from .data import DataError
 from .data.folder import IMAGE_EXTENSIONS
 from .data.preprocess import Preprocess
+from .deploy.cli import register as register_deploy
+from .deploy.errors import DeployError
 from .io import CheckpointError, read_preprocess
 from .spec import SpecError
 from .train.config import (
@@ -32,7 +35,7 @@ from .train.plugins import extra_hooks
 from .train.rundir import Terminated, TrainingError, saved_config, sigterm_as_interrupt
 
 # Errors that are the user's input, shown as one line without a traceback.
-USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
+USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError, DeployError)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -298,6 +301,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     register_analyze(sub)  # reslab analyze lesion|paths|linearize|compare
     register_build(sub)  # reslab build: ResBuilder
+    register_deploy(sub)  # reslab export|quantize
     return parser
 
 

@@ -31,7 +31,11 @@ class ConfigError(ValueError):
 
 
 # Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
-EXTRA_SECTIONS: dict[str, str] = {"resbuilder": "reslab.builder", "analysis": "reslab.analysis"}
+EXTRA_SECTIONS: dict[str, str] = {
+    "resbuilder": "reslab.builder",
+    "analysis": "reslab.analysis",
+    "distill": "reslab.deploy.distill",
+}
 
 # A folder name's limit on common file systems.
 MAX_NAME_BYTES = 255

@@ -518,8 +518,10 @@ class Trainer:
             with autocast_context(self.precision, self.device):
                 logits = module(x)
             loss = self.criterion(logits.float(), y)
-            extra = [t for t in (h.extra_loss(self) for h in self.hooks) if t is not None]
-            total = loss + sum(extra) if extra else loss
+            total = loss
+            for hook in self.hooks:
+                changed = hook.loss(self, x, y, logits, total)
+                total = total if changed is None else changed
             self.optimizer.zero_grad(set_to_none=False)
             self.scaler.scale(total).backward()
             # Check the previous step's loss now: reading this step's would wait for the GPU to finish it.

@@ -2,9 +2,12 @@
 
 The engine calls each method of each hook in order; every method is optional. A hook gets the ``Trainer``
 and may read anything it exposes (``model``, ``optimizer``, ``scheduler``, ``config``, ``device``, ``rank``,
-``world_size``, ``is_main``, ``data``, ``epoch``, ``global_step``, ``run_dir``) and use ``evaluate``,
-``set_model`` and ``event``. Under DDP every rank runs every hook; hooks must act the same on all ranks
-(decide from reduced metrics, which the engine hands them) and only write files when ``trainer.is_main``.
+``world_size``, ``is_main``, ``data``, ``epoch``, ``global_step``, ``run_dir``, ``criterion``, ``precision``,
+``channels_last``) and use ``evaluate``, ``set_model`` and ``event``. ``loss`` sees every training batch and
+the model's logits, and may add to or replace the loss (``reslab.deploy.distill`` does).
+
+Under DDP every rank runs every hook; hooks must act the same on all ranks (decide from reduced metrics, which
+the engine hands them) and only write files when ``trainer.is_main``.
 
 ``state_dict``/``load_state_dict`` must be JSON-able: they are saved in every checkpoint, so a resumed run
 restores its hooks as well as the model.
@@ -33,6 +36,19 @@ class Hook:
     def extra_loss(self, trainer: Trainer) -> Tensor | None:
         """A term added to the loss before backward (e.g. a LASSO penalty); computed in every step."""
         return None
+
+    def loss(
+        self, trainer: Trainer, inputs: Tensor, targets: Tensor, logits: Tensor, loss: Tensor
+    ) -> Tensor | None:
+        """The loss seam: the step's (augmented) batch, the model's logits and the loss so far (the criterion's,
+        then what earlier hooks made of it). Return a new loss to use instead, or None to keep it.
+
+        Hooks run in order, each seeing the previous one's result; a hook that changes the criterion's part
+        should add its change (``loss + new - criterion``) so that terms from other hooks survive. The default
+        adds ``extra_loss``.
+        """
+        extra = self.extra_loss(trainer)
+        return None if extra is None else loss + extra
 
     def after_backward(self, trainer: Trainer) -> None:
         """Gradients are ready (unscaled) and the optimizer has not stepped: inspect or edit them."""
