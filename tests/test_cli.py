@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 
 import pytest
 
 from reslab import cli
-from reslab.train import Hook
+from reslab.train import Hook, plugins
 from reslab.train import config as config_module
 
 TINY = [
@@ -183,7 +184,7 @@ def test_optional_sections_are_handed_to_their_package(tmp_path, monkeypatch):
     monkeypatch.setitem(config_module.EXTRA_SECTIONS, "broken", "no_such_reslab_module")
     config_path.write_text("broken: {}\n")
     with pytest.raises(config_module.ConfigError, match="broken: this section needs no_such_reslab_module"):
-        cli.extra_hooks(config_module.load_config(config_path))
+        plugins.extra_hooks(config_module.load_config(config_path))
 
 
 def test_resume_a_run_folder_to_extend_it(tmp_path, capsys):
@@ -199,3 +200,27 @@ def test_resume_a_run_folder_to_extend_it(tmp_path, capsys):
     assert "--resume: optim.lr is 0.5 but the run" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     assert "no config.yaml there" in capsys.readouterr().err
+
+
+def test_help_and_parsers_do_not_import_torch():
+    # `reslab --help` answers at once: the commands import torch when they run, not when the parser is built.
+    code = (
+        "import sys, contextlib, io\n"
+        "from reslab import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    cli.main(['--help'])\n"
+        "assert 'train' in out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'matplotlib') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_lazy_package_attributes_are_the_exported_objects():
+    import reslab
+    import reslab.build  # the submodule of the same name must not replace the function
+
+    assert callable(reslab.build) and reslab.build.__module__ == "reslab.build"
+    assert reslab.create_model("resnet8", num_classes=3).spec.num_classes == 3
+    with pytest.raises(AttributeError, match="no_such_name"):
+        reslab.no_such_name  # noqa: B018

@@ -13,29 +13,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# Only argparse and the commands' parsers load here: each command imports what it needs (torch included)
+# when it runs, so `reslab --help` and a mistyped command answer at once.
 from .analysis.cli import register as register_analyze
 from .builder.cli import register as register_build
-from .data import DataError
-from .io import CheckpointError
-from .spec import SpecError
-from .train.config import (
-    ConfigError,
-    checkpoint_config,
-    describe_schema,
-    load_config,
-)
-from .train.engine import TrainingError
-from .train.plugins import extra_hooks
 
-# Errors that are the user's input, shown as one line without a traceback.
-USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's input, shown as one line without a traceback."""
+    from .data import DataError
+    from .io import CheckpointError
+    from .spec import SpecError
+    from .train.config import ConfigError
+    from .train.engine import TrainingError
+
+    return (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
 
 
 # -- train -----------------------------------------------------------------------------------------------
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.engine import Trainer
+    from .train.config import describe_schema, load_config
+    from .train.engine import Trainer, TrainingError
+    from .train.plugins import extra_hooks
 
     if args.help_config:
         print(describe_schema())
@@ -74,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_data
     from .train.checkpoint import load_model
+    from .train.config import ConfigError, checkpoint_config
     from .train.distributed import resolve_device
     from .train.engine import predict, resolve_precision
     from .train.report import confusion_matrix, plot_confusion
@@ -225,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise
         print(f"reslab {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
