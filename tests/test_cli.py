@@ -58,7 +58,7 @@ def test_train_writes_every_run_file(trained_run):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert f"report: {run / 'report.md'}" in stdout
-    assert "epoch 1/2 step 1/4 loss" in stdout  # plain progress lines when stdout is not a terminal
+    assert "epoch 1/2 step 1/4 epoch eta" in stdout  # plain progress lines when stdout is not a terminal
 
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]
@@ -83,7 +83,9 @@ def test_tensorboard_holds_the_epoch_scalars(trained_run):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert {"train_loss", "val_acc", "lr"} <= set(events.Tags()["scalars"])
-    assert [s.step for s in events.Scalars("train_loss")] == [0, 1]
+    # Epoch metrics sit at their epoch's last global step (4 steps per epoch here), beside the epoch (from 1).
+    assert [s.step for s in events.Scalars("train_loss")] == [4, 8]
+    assert [s.value for s in events.Scalars("epoch")] == [1, 2]
 
 
 def test_train_again_without_resume_is_refused(trained_run, capsys):

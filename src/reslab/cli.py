@@ -77,14 +77,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.checkpoint import load_model
     from .train.config import ConfigError, checkpoint_config
     from .train.distributed import resolve_device
-    from .train.engine import predict, resolve_precision
+    from .train.engine import predict
     from .train.report import confusion_matrix, plot_confusion
 
     checkpoint = Path(args.checkpoint)
     # The data settings default to those of the run the checkpoint came from (same val split, subsets).
     config = checkpoint_config(checkpoint, args.config, args.data, args.set or ())
     device = resolve_device(args.device or config.train.device)
-    precision = resolve_precision(config.train.precision, device)
+    precision = "fp32"  # as in training's evaluation: the accuracy must not depend on the CPU's bf16 units
     model = load_model(checkpoint, device)
     data = load_data(config.data, seed=config.seed)
     spec = model.spec

@@ -5,8 +5,10 @@ precision. Every epoch: train on the rank's shard, average BN statistics across 
 call the hooks, log a metrics line, write checkpoints. At the end: test accuracy, ``summary.json``, the
 final model and ``report.md``. Only rank 0 writes files.
 
-Epochs are numbered from 0 everywhere (``Trainer.epoch``, hook arguments, ``metrics.jsonl``, events);
-checkpoints store ``epochs_done``, the number of finished epochs.
+Epoch numbers: the console counts from 1 (``epoch 1/10`` is the first epoch, "resuming after epoch 3" means 3
+epochs are done); the API and the files count from 0 (``Trainer.epoch``, hook arguments, the ``epoch`` field
+of ``metrics.jsonl`` and ``events.jsonl``); checkpoints store ``epochs_done``, the number of finished epochs.
+Evaluation (val, test) always runs in fp32, so reported accuracies do not depend on the CPU's bf16 support.
 
 Repeatability: a fixed seed fixes the initialisation, the data order and augmentations (pure functions of
 (seed, epoch) in ``reslab.data``) and every RNG draw in the model (dropout, drop-path), whose generator
@@ -43,6 +45,7 @@ from .hooks import Hook, hook_states, load_hook_states
 from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
 from .progress import Progress
 from .report import read_jsonl, write_report
+from .tblog import log_hparams
 
 LAST, BEST, FINAL_MODEL = "last.safetensors", "best.safetensors", "model.safetensors"
 RUN_FILES = (
@@ -188,7 +191,11 @@ class Trainer:
 
         checkpoint = self._prepare_run_dir(resume, overwrite)
         seed_everything(config.seed)
-        self.data = data if data is not None else load_data(config.data, seed=config.seed)
+        self.data = (
+            data
+            if data is not None
+            else load_data(config.data, seed=config.seed, progress=cfg.progress if self.is_main else "none")
+        )
         self.steps_per_epoch = self.data.train.num_batches(
             self.local_batch, drop_last=cfg.drop_last, world_size=self.world_size
         )
@@ -422,8 +429,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for x, y in self._batches(split, self.config.train.eval_batch_size, train=False):
-            with autocast_context(self.precision, self.device):
-                logits = model(x)
+            logits = model(x)  # fp32: a reported accuracy must not depend on the CPU's bf16 units
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
@@ -461,9 +467,10 @@ class Trainer:
             if self.is_main and self.config.output.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                # On resume, drop the points the killed process logged after its last checkpoint.
+                # On resume, drop the points the killed process logged after its last checkpoint. Every point's
+                # x is the global step (the per-step loss needs it; epoch metrics sit at their epoch's last step).
                 self._writer = SummaryWriter(
-                    str(self.run_dir / "tensorboard"), purge_step=self.epoch if self.epoch else None
+                    str(self.run_dir / "tensorboard"), purge_step=self.global_step + 1 if self.epoch else None
                 )
             for kind, info in self._pending_events:
                 self.event(kind, **info)
@@ -483,7 +490,7 @@ class Trainer:
     def _log_start(self) -> None:
         spec = self.model.spec
         where = f"{self.world_size} processes, " if self.world_size > 1 else ""
-        state = f" (resuming after epoch {self.epoch - 1})" if self.epoch else ""
+        state = f" (resuming after epoch {self.epoch})" if self.epoch else ""
         self.progress.log(
             f"training {spec.name} on {self.data.name} ({len(self.data.train)} images, "
             f"{self.data.num_classes} classes) for {self.config.train.epochs} epochs on "
@@ -499,6 +506,7 @@ class Trainer:
         epoch = self.epoch
         for hook in self.hooks:
             hook.on_epoch_start(self, epoch)
+        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's first step's (the scheduler steps per step)
         epoch_start = time.perf_counter()
         train_loss, train_acc, images = self._train_epoch()
         train_time = time.perf_counter() - epoch_start
@@ -507,7 +515,7 @@ class Trainer:
         dist_utils.average_buffers(self.model)
         metrics: dict[str, Any] = {
             "epoch": epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "train_loss": train_loss,
             "train_acc": train_acc,
         }
@@ -600,15 +608,20 @@ class Trainer:
             )
             self.event("non_finite_loss", loss=value, step=step)
             raise NonFiniteLoss(
-                f"non-finite loss ({value}) at epoch {self.epoch}, global step {step}: training "
+                f"non-finite loss ({value}) at epoch {self.epoch + 1}, global step {step}: training "
                 f"stopped; {kept}. Lower optim.lr, set train.grad_clip or use "
                 f"train.precision: fp32."
             )
         if self.progress.mode != "none":
             self.progress.update(done, value, correct.item() / max(seen, 1), seen)
+        if self._writer is not None:
+            self._writer.add_scalar("train_loss_step", value, step)
 
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
-        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        shown = {k: v for k, v in metrics.items() if k != "epoch"}
+        line = f"epoch {metrics['epoch'] + 1}/{self.config.train.epochs} " + " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+        )
         self.progress.end_epoch(line)
         if not self.is_main:
             return
@@ -616,8 +629,8 @@ class Trainer:
             f.write(json.dumps(metrics) + "\n")
         if self._writer is not None:
             for key, value in metrics.items():
-                if key != "epoch" and isinstance(value, int | float):
-                    self._writer.add_scalar(key, value, metrics["epoch"])
+                if isinstance(value, int | float):
+                    self._writer.add_scalar(key, value + (key == "epoch"), self.global_step)  # epoch from 1
             self._writer.flush()
 
     def _save(self, path: Path) -> None:
@@ -675,15 +688,15 @@ class Trainer:
         }
         for hook in self.hooks:
             hook.on_train_end(self, summary)
+        if self._writer is not None:
+            log_hparams(self._writer, self.config, summary, self.global_step)
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
             save_model_file(self.model, self.run_dir / FINAL_MODEL)
-            report = write_report(
+            write_report(
                 self.run_dir, summary, read_jsonl(self.run_dir / "metrics.jsonl"), self._events
             )
-            self.progress.log(
-                f"test accuracy {100 * test['accuracy']:.2f} % ({test['count']} images); report: {report}"
-            )
+            self.progress.log(f"test accuracy {100 * test['accuracy']:.2f} % ({test['count']} images)")
         summary["report"] = str(self.run_dir / "report.md")
         return summary
 

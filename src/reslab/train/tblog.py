@@ -1,0 +1,39 @@
+"""The run's hyper-parameters and final metrics in TensorBoard's HParams tab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+
+
+def flat_hparams(config: Config) -> dict[str, bool | int | float | str]:
+    """The config as flat ``section.key`` values of the types TensorBoard accepts (others as text)."""
+    out: dict[str, bool | int | float | str] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for key, value in d.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value if isinstance(value, bool | int | float | str) else str(value)
+
+    walk(config.to_dict(), "")
+    return out
+
+
+def log_hparams(writer: Any, config: Config, summary: dict[str, Any], step: int) -> None:
+    """Write the config beside the test and best val accuracy into the run's own event file."""
+    from torch.utils.tensorboard.summary import hparams
+
+    metrics = {
+        f"hparam/{k}": float(summary[k])
+        for k in ("test_accuracy", "test_loss", "best_val_accuracy")
+        if summary.get(k) is not None
+    }
+    # SummaryWriter.add_hparams would open a sub-folder per call; the run's own writer keeps one run.
+    for item in hparams(flat_hparams(config), metrics):
+        writer._get_file_writer().add_summary(item)
+    for key, value in metrics.items():
+        writer.add_scalar(key, value, step)
+    writer.flush()
