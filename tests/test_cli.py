@@ -129,8 +129,20 @@ def test_eval_of_a_missing_file_is_one_clear_error(tmp_path, capsys):
     assert "nope.safetensors: no such file" in capsys.readouterr().err
 
 
-def test_models_lists_the_zoo_with_costs(capsys):
-    assert cli.main(["models", "resnet2*", "--input-size", "1,28,28"]) == 0
+def test_models_lists_the_zoo_with_costs(capsys, monkeypatch):
+    import reslab.profile
+
+    # Listing builds nothing; each family shows its own input and classes.
+    monkeypatch.setattr(reslab.profile, "profile", lambda *a: pytest.fail("profiled without --profile"))
+    assert cli.main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert len(rows) == 66 and rows["resnet50"] == ["3x224x224", "1000"] and rows["wrn28_10"] == ["3x32x32", "10"]
+    monkeypatch.undo()
+    # --profile measures each at its natural size: resnet50 is torchvision's 25.56 M parameters, 4.09 G MACs.
+    assert cli.main(["models", "resnet50", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "3x224x224" in out and "25.56 M" in out and "4.09 G" in out
+    assert cli.main(["models", "resnet2*", "--profile", "--input-size", "1,28,28", "--num-classes", "10"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "269.43 k" in out and "1x28x28" in out
     assert cli.main(["models", "nothing*"]) == 1

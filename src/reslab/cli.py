@@ -152,7 +152,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .profile import models_table
 
     try:
-        print(models_table(args.pattern, args.input_size, args.num_classes))
+        print(models_table(args.pattern, args.input_size, args.num_classes, measure=args.profile))
     except KeyError as err:
         print(f"reslab models: {err.args[0]}", file=sys.stderr)
         return 1
@@ -211,10 +211,16 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="folder for eval.json and confusion.png")
     ev.set_defaults(func=cmd_eval)
 
-    models = sub.add_parser("models", help="list zoo models with parameters and MACs")
+    models = sub.add_parser("models", help="list zoo models (--profile: parameters and MACs)")
     models.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'resnet*' or 'wrn*'")
-    models.add_argument("--input-size", type=parse_input_size, default=(3, 32, 32), metavar="C,H,W")
-    models.add_argument("--num-classes", type=int, default=10)
+    models.add_argument(
+        "--profile", action="store_true", help="build and measure each model: parameters, MACs, activations"
+    )
+    models.add_argument(
+        "--input-size", type=parse_input_size, metavar="C,H,W",
+        help="input to profile at (default: each family's own: 224 px for ImageNet ResNets, 32 px for CIFAR ones)",
+    )
+    models.add_argument("--num-classes", type=int, help="classes (default: 1000 for ImageNet ResNets, else 10)")
     models.set_defaults(func=cmd_models)
 
     register_analyze(sub)  # reslab analyze lesion|paths|linearize|compare
