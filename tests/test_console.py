@@ -111,8 +111,16 @@ def test_run_eta_counts_the_epochs_still_to_come():
 def test_evaluation_is_fp32_whatever_the_training_precision(tmp_path):
     if not torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported():
         pytest.skip("this CPU has no bf16 units: precision auto trains in fp32 here")
-    config = load_config(None, ["train.epochs=1", "data.train_per_class=30", "train.progress=none",
-                                "output.tensorboard=false", f"output.out_dir={tmp_path}"])
+    config = load_config(
+        None,
+        [
+            "train.epochs=1",
+            "data.train_per_class=30",
+            "train.progress=none",
+            "output.tensorboard=false",
+            f"output.out_dir={tmp_path}",
+        ],
+    )
     trainer = Trainer(config)
     assert trainer.precision == "bf16"  # training uses the fast path
     calls = []
@@ -151,3 +159,21 @@ def test_decode_progress_obeys_train_progress_and_writes_no_carriage_returns(
         assert out == ""
     else:
         assert re.search(r"^decoding 12 images of .*train", out, re.M) and re.search(r"^decoded 12 images", out, re.M)
+
+
+def test_tensorboard_is_optional(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a)
+    )
+    args = ["train", *TINY, "--set", "train.epochs=1", "--set", "train.progress=none", "--out", str(tmp_path)]
+    # Without the package the default run trains and writes everything else.
+    assert cli.main(args) == 0
+    assert (tmp_path / "digits_resnet8" / "report.md").is_file() and not (
+        tmp_path / "digits_resnet8" / "tensorboard"
+    ).exists()
+    # Asking for it without the package is one clear error naming the key.
+    assert cli.main([*args, "--overwrite", "--set", "output.tensorboard=true"]) == 1
+    assert "output.tensorboard: true, but the tensorboard package is not installed" in capsys.readouterr().err

@@ -45,7 +45,7 @@ from .hooks import Hook, hook_states, load_hook_states
 from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
 from .progress import Progress
 from .report import read_jsonl, write_report
-from .tblog import log_hparams
+from .tblog import log_hparams, open_writer
 
 LAST, BEST, FINAL_MODEL = "last.safetensors", "best.safetensors", "model.safetensors"
 RUN_FILES = (
@@ -464,13 +464,10 @@ class Trainer:
         start = time.perf_counter()
         self._start_time = start
         try:
-            if self.is_main and self.config.output.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # On resume, drop the points the killed process logged after its last checkpoint. Every point's
-                # x is the global step (the per-step loss needs it; epoch metrics sit at their epoch's last step).
-                self._writer = SummaryWriter(
-                    str(self.run_dir / "tensorboard"), purge_step=self.global_step + 1 if self.epoch else None
+            if self.is_main:
+                # On resume, drop the points the killed process logged after its last checkpoint.
+                self._writer = open_writer(
+                    self.config.output.tensorboard, self.run_dir, self.global_step + 1 if self.epoch else None
                 )
             for kind, info in self._pending_events:
                 self.event(kind, **info)

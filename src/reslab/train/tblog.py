@@ -1,10 +1,32 @@
-"""The run's hyper-parameters and final metrics in TensorBoard's HParams tab."""
+"""TensorBoard for a run (an optional package): the writer, and the hyper-parameters with the final metrics.
+
+Every point's x is the global step: the per-step loss needs it, and epoch metrics sit at their epoch's last step.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import Config, ConfigError
+
+
+def open_writer(setting: bool | None, run_dir: Path, purge_step: int | None) -> Any:
+    """A SummaryWriter into ``run_dir/tensorboard`` as ``output.tensorboard`` asks (None: if installed)."""
+    installed = importlib.util.find_spec("tensorboard") is not None
+    if setting is None:
+        setting = installed
+    if not setting:
+        return None
+    if not installed:
+        raise ConfigError(
+            "output.tensorboard: true, but the tensorboard package is not installed; install it "
+            "(pip install 'reslab[tensorboard]') or set output.tensorboard: false"
+        )
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
 
 def flat_hparams(config: Config) -> dict[str, bool | int | float | str]:
