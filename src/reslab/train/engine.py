@@ -5,10 +5,8 @@ precision. Every epoch: train on the rank's shard, average BN statistics across 
 call the hooks, log a metrics line, write checkpoints. At the end: test accuracy, ``summary.json``, the
 final model and ``report.md``. Only rank 0 writes files.
 
-Epoch numbers: the console counts from 1 (``epoch 1/10`` is the first epoch, "resuming after epoch 3" means 3
-epochs are done); the API and the files count from 0 (``Trainer.epoch``, hook arguments, the ``epoch`` field
-of ``metrics.jsonl`` and ``events.jsonl``); checkpoints store ``epochs_done``, the number of finished epochs.
-Evaluation (val, test) always runs in fp32, so reported accuracies do not depend on the CPU's bf16 support.
+People read epochs from 1 (console, report.md); the API and files count from 0 (``Trainer.epoch``, hooks,
+``metrics.jsonl``, events); checkpoints store ``epochs_done``. Evaluation always runs in fp32 (CPU-independent).
 
 Repeatability: a fixed seed fixes the initialisation, the data order and augmentations (pure functions of
 (seed, epoch) in ``reslab.data``) and every RNG draw in the model (dropout, drop-path), whose generator
@@ -43,7 +41,7 @@ from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoi
 from .config import Config, ConfigError
 from .hooks import Hook, hook_states, load_hook_states
 from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
-from .progress import Progress
+from .progress import Progress, epoch_line
 from .report import read_jsonl, write_report
 from .tblog import log_hparams, open_writer
 
@@ -191,11 +189,8 @@ class Trainer:
 
         checkpoint = self._prepare_run_dir(resume, overwrite)
         seed_everything(config.seed)
-        self.data = (
-            data
-            if data is not None
-            else load_data(config.data, seed=config.seed, progress=cfg.progress if self.is_main else "none")
-        )
+        progress = cfg.progress if self.is_main else "none"
+        self.data = data if data is not None else load_data(config.data, seed=config.seed, progress=progress)
         self.steps_per_epoch = self.data.train.num_batches(
             self.local_batch, drop_last=cfg.drop_last, world_size=self.world_size
         )
@@ -615,11 +610,7 @@ class Trainer:
             self._writer.add_scalar("train_loss_step", value, step)
 
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
-        shown = {k: v for k, v in metrics.items() if k != "epoch"}
-        line = f"epoch {metrics['epoch'] + 1}/{self.config.train.epochs} " + " ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
-        )
-        self.progress.end_epoch(line)
+        self.progress.end_epoch(epoch_line(metrics, self.config.train.epochs))
         if not self.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -685,8 +676,7 @@ class Trainer:
         }
         for hook in self.hooks:
             hook.on_train_end(self, summary)
-        if self._writer is not None:
-            log_hparams(self._writer, self.config, summary, self.global_step)
+        log_hparams(self._writer, self.config, summary, self.global_step)
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
             save_model_file(self.model, self.run_dir / FINAL_MODEL)

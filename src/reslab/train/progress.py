@@ -21,6 +21,12 @@ def format_seconds(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def epoch_line(metrics: dict, epochs: int) -> str:
+    """The epoch's summary line: ``epoch 1/10 lr 0.1 train_loss ...`` (``metrics["epoch"]`` counts from 0)."""
+    shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k != "epoch")
+    return f"epoch {metrics['epoch'] + 1}/{epochs} {shown}"
+
+
 def resolve_mode(mode: str) -> str:
     if mode == "auto":
         return "bar" if sys.stdout.isatty() else "plain"

@@ -45,7 +45,9 @@ def flat_hparams(config: Config) -> dict[str, bool | int | float | str]:
 
 
 def log_hparams(writer: Any, config: Config, summary: dict[str, Any], step: int) -> None:
-    """Write the config beside the test and best val accuracy into the run's own event file."""
+    """Write the config beside the test and best val accuracy into the run's own event file (if any)."""
+    if writer is None:
+        return
     from torch.utils.tensorboard.summary import hparams
 
     metrics = {
