@@ -68,3 +68,15 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
         assert code == 0, f"README command failed: {line}\n{capsys.readouterr().err}"
         ran.append(argv[0])
     assert ran.count("train") >= 5 and {"eval", "models", "build", "analyze"} <= set(ran)
+
+
+def test_make_demo_runs_again(tmp_path, monkeypatch):
+    # The demo target's own command, run twice in the same folder (tiny settings): the second replaces the first.
+    recipe = re.search(r"^demo:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.M)[1]
+    argv = shlex.split(recipe)[1:]
+    assert argv[0] == "train"
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert cli.main(tiny(argv)) == 0
+    assert (tmp_path / "runs" / "digits_resnet8" / "summary.json").is_file()
+    assert len((tmp_path / "runs" / "digits_resnet8" / "metrics.jsonl").read_text().splitlines()) == 1
