@@ -109,8 +109,9 @@ def test_out_of_range_label_is_named(tmp_path, write_cifar):
         ({b"labels": [0]}, r"has no 'data' entry"),
         (
             {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
-            r"'data' must be a uint8 array of shape \(N, 3072\)",
+            r"'data' must be a contiguous uint8 array of shape \(N, 3072\)",
         ),
+
         ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, r"has 2 images but 1 labels"),
         ([1, 2, 3], r"holds a list, expected a dict"),
     ],
@@ -121,3 +122,29 @@ def test_malformed_batch_contents_are_named(tmp_path, write_cifar, batch, messag
         pickle.dump(batch, f, protocol=2)
     with pytest.raises(DataError, match=rf"CIFAR batch .*data_batch_1:? {message}"):
         load_data(DataConfig(name="cifar10", data_dir=str(tmp_path)))
+
+
+def test_downloaded_archives_are_extracted_only_when_every_member_stays_inside(tmp_path):
+    # Issue 20.8: a member named ../x (or a link out) would be written outside data_dir on Python 3.11.
+    import io
+    import tarfile
+
+    from reslab.data.sources import extract_tar
+
+    def archive(name: str, *members: tuple[str, bytes]):
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in members:
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    target = tmp_path / "data"
+    target.mkdir()
+    bad = archive("bad.tar.gz", ("cifar-10-batches-py/readme", b"ok"), ("../escaped", b"evil"))
+    with pytest.raises(DataError, match="bad.tar.gz: refusing to extract it, a member is unsafe"):
+        extract_tar(bad, target)
+    assert not (tmp_path / "escaped").exists() and not (target / "cifar-10-batches-py").exists()
+    extract_tar(archive("good.tar.gz", ("cifar-10-batches-py/readme", b"ok")), target)
+    assert (target / "cifar-10-batches-py" / "readme").read_bytes() == b"ok"

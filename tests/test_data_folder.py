@@ -274,3 +274,26 @@ def test_real_cifar10_decodes_once_then_loads_from_cache(cifar10_jpg_slice, monk
     again = load_data(cfg(cifar10_jpg_slice))
     assert torch.equal(again.test.images, bundle.test.images)
     assert torch.equal(again.train.images, bundle.train.images) and torch.equal(again.val.labels, bundle.val.labels)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.update(labels=torch.full_like(p["labels"], 99)),  # issue 20.8: IndexError mid-training
+        lambda p: p.update(labels=p["labels"].flip(0)),  # in range, but not the folders' labels
+        lambda p: p.update(images=p["images"][:-1]),
+        lambda p: p.update(images=p["images"][:, :, :4]),
+        lambda p: p.update(skipped=["../../etc/passwd"]),
+    ],
+    ids=["labels_99", "labels_shuffled", "one_image_short", "wrong_shape", "foreign_skipped"],
+)
+def test_a_damaged_decode_cache_is_decoded_again(tmp_path, write_image, damage):
+    make_folder(tmp_path, write_image, {"train": 3, "test": 1})
+    first = load_data(cfg(tmp_path))
+    (path,) = tmp_path.glob(".reslab_cache_train_*.pt")
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match="ignoring unreadable decode cache"):
+        again = load_data(cfg(tmp_path))
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.train.labels, first.train.labels)

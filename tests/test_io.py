@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import replace
@@ -99,3 +100,46 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left behind
     tensors, meta = load_state(path)
     assert "reslab.spec" in meta and set(tensors) == set(first.state_dict())
+
+
+def test_a_checksum_of_tensors_and_metadata_is_verified_on_load(tmp_path):
+    # Issue 20.7: one flipped bit in a model file loaded silently.
+    path = tmp_path / "m.safetensors"
+    save(reslab.create_model("resnet8"), path)
+    _, meta = load_state(path)  # verified here, and the checksum key is not handed out
+    assert "reslab.checksum" not in meta
+    clean = path.read_bytes()
+    header = int.from_bytes(clean[:8], "little") + 8
+    for offset in (header + 5, len(clean) - 1):  # a weight's byte, the last byte
+        damaged = bytearray(clean)
+        damaged[offset] ^= 0x04
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CheckpointError, match=r"m\.safetensors: checksum mismatch"):
+            load(path)
+
+
+def test_a_crafted_spec_is_checked_against_the_tensors_before_it_is_built(tmp_path, monkeypatch):
+    # Issue 20.4: the spec was built first; widths of 10^9 asked for 36 GB before any check.
+    import reslab.io as io_module
+
+    model = reslab.create_model("resnet8")
+    spec = model.spec.to_dict()
+    spec["stages"][2][0]["widths"] = [16000]
+    path = tmp_path / "crafted.safetensors"
+    save_state(path, model.state_dict(), {"reslab.spec": json.dumps(spec)})
+    built = []
+    real_build = io_module.build
+    monkeypatch.setattr(io_module, "build", lambda s: built.append(torch.empty(0).device.type) or real_build(s))
+    with pytest.raises(CheckpointError, match=r"weight 'layer3\.0\.conv1\.weight' has shape \(64, 32, 3, 3\), the "
+                                              r"spec needs \(16000, 32, 3, 3\)"):
+        load(path)
+    assert built == ["meta"]  # only ever built on the meta device, which allocates nothing
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = reslab.create_model("resnet8")
+    with torch.no_grad():
+        model.bn1.running_var[3] = float("inf")
+    save(model, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="weight 'bn1.running_var' holds NaN or infinite values"):
+        load(tmp_path / "m.safetensors")

@@ -104,3 +104,12 @@ def test_spec_module_imports_no_torch():
             "sys.modules['spec'] = m; s.loader.exec_module(m); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_duplicate_keys_in_a_yaml_spec_are_an_error(tmp_path):
+    # Issue 20.8: PyYAML keeps the last of two equal keys without a word.
+    path = tmp_path / "s.yaml"
+    reslab.model_spec("resnet8").save(path)
+    path.write_text(path.read_text().replace("name: resnet8", "name: resnet8\nname: resnet14", 1))
+    with pytest.raises(SpecError, match=r"s\.yaml: not valid YAML \(duplicate key 'name' at line"):
+        NetSpec.load(path)

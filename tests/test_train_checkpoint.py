@@ -145,9 +145,10 @@ def test_model_files_load_like_checkpoints(tmp_path):
 def test_transfer_weights_skips_a_new_head():
     source, _ = trained(steps=1)
     target = reslab.create_model("resnet8", num_classes=7, in_chans=1)
-    skipped = transfer_weights(target, source.state_dict(), "source.safetensors")
-    assert skipped == ["fc.bias", "fc.weight"]
+    done = transfer_weights(target, source.state_dict(), "source.safetensors")
+    assert done.kept == ["fc.bias", "fc.weight"] and done.head_replaced == (4, 7)
+    assert "new classifier (4 classes in the file, 7 here)" in done.describe()
     assert torch.equal(target.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
     other = reslab.create_model("resnet18", num_classes=7, in_chans=3)
     with pytest.raises(CheckpointError, match="no weight matches"):
-        transfer_weights(other, {"x": torch.zeros(1)}, "source.safetensors")
+        transfer_weights(other, {"x": torch.zeros(1)}, "source.safetensors", strict=False)

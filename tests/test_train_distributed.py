@@ -141,6 +141,7 @@ def test_two_process_torchrun_matches_its_single_process_equivalent(tmp_path):
     assert json.loads((run / "summary.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in run.iterdir()) == sorted(
         [
+            ".reslab.lock",  # rank 0's lock on the run folder
             "accuracy.png",
             "best.safetensors",
             "config.yaml",

@@ -234,8 +234,9 @@ def test_run_folder_conflicts_are_refused(tmp_path):
     Trainer(tiny("train.epochs=1"), run_dir=run).fit()
     with pytest.raises(TrainingError, match="already holds a run; resume it with --resume"):
         Trainer(tiny("train.epochs=1"), run_dir=run)
-    with pytest.raises(TrainingError, match=r"--resume: optim\.lr is 0\.01 but the run .* used 0\.05"):
-        Trainer(tiny("train.epochs=1", "optim.lr=0.01"), run_dir=run, resume=True)
+    # A lower lr is a remedy --resume accepts; a higher one changes the run.
+    with pytest.raises(TrainingError, match=r"--resume: optim\.lr is 0\.5 but the run .* used 0\.05"):
+        Trainer(tiny("train.epochs=1", "optim.lr=0.5"), run_dir=run, resume=True)
     fresh = Trainer(tiny("train.epochs=1"), run_dir=run, overwrite=True)
     assert fresh.epoch == 0 and not (run / "metrics.jsonl").exists()
 

@@ -1,4 +1,4 @@
-"""The ``reslab`` command: ``train``, ``eval``, ``models``, and ``analyze``/``build`` from their packages.
+"""The ``reslab`` command: ``train``, ``eval``, ``predict``, ``models``, and ``analyze``/``build`` from their packages.
 
 The depth analyses and ResBuilder plug into ``reslab train`` through config sections
 (``reslab.train.plugins.extra_hooks``); the engine itself never imports them. Their own commands are added
@@ -12,11 +12,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Only argparse and the commands' parsers load here: each command imports what it needs (torch included)
 # when it runs, so `reslab --help` and a mistyped command answer at once.
 from .analysis.cli import register as register_analyze
 from .builder.cli import register as register_build
+
+if TYPE_CHECKING:
+    from .train.config import Config
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -25,18 +29,36 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .io import CheckpointError
     from .spec import SpecError
     from .train.config import ConfigError
-    from .train.engine import TrainingError
+    from .train.rundir import TrainingError
 
     return (ConfigError, DataError, SpecError, CheckpointError, TrainingError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from."""
+
+    def __init__(self, trainer, stop: KeyboardInterrupt) -> None:
+        from .train.rundir import Terminated
+
+        done = trainer.epochs_saved
+        kept = (
+            f"its checkpoint after epoch {done} is kept (the partial epoch is not saved); continue with "
+            f"reslab train --resume {trainer.run_dir}"
+            if done
+            else "no checkpoint had been written yet"
+        )
+        super().__init__(f"{'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}: {kept}")
+        self.signal_exit = 143 if isinstance(stop, Terminated) else 130
 
 
 # -- train -----------------------------------------------------------------------------------------------
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import describe_schema, load_config
-    from .train.engine import Trainer, TrainingError
+    from .train.config import config_from_dict, describe_schema, load_config
+    from .train.engine import Trainer
     from .train.plugins import extra_hooks
+    from .train.rundir import saved_config, sigterm_as_interrupt
 
     if args.help_config:
         print(describe_schema())
@@ -45,24 +67,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides.append(f"output.out_dir={args.out}")
     run_dir = None
-    config_path = args.config
-    if isinstance(args.resume, str):
+    if isinstance(args.resume, str) and args.config is None:
         run_dir = Path(args.resume)
-        if config_path is None:
-            config_path = run_dir / "config.yaml"
-            if not config_path.is_file():
-                raise TrainingError(f"--resume {run_dir}: no config.yaml there (not a reslab run folder?)")
-    config = load_config(config_path, overrides)
+        # The run's own config (its checkpoint's copy first: config.yaml may be damaged) is the base.
+        config = config_from_dict(saved_config(run_dir), overrides, where=f"{run_dir} with --set")
+    else:
+        run_dir = Path(args.resume) if isinstance(args.resume, str) else None
+        config = load_config(args.config, overrides)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    trainer = Trainer(
-        config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
-    )
-    try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+    with sigterm_as_interrupt():
+        trainer = Trainer(
+            config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
+        )
+        try:
+            summary = trainer.fit()
+        except KeyboardInterrupt as stop:
+            raise Interrupted(trainer, stop) from None
+        finally:
+            trainer.close()
     if trainer.is_main:
         print(f"summary: {trainer.run_dir / 'summary.json'}")
         print(f"report: {summary['report']}")
@@ -72,8 +96,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- eval ------------------------------------------------------------------------------------------------
 
 
+def contract_data(preprocess, data, config: Config):
+    """``data`` prepared as the model's preprocessing record says: resized to its input size, normalised with
+    its mean/std; its classes must be the model's, in the same order."""
+    from dataclasses import replace
+
+    from .data import AugmentConfig, BatchTransform, load_data
+    from .train.config import ConfigError
+
+    names = [str(c) for c in data.class_names]
+    if names != list(preprocess.class_names):
+        raise ConfigError(
+            f"data: the model was trained on the classes {', '.join(preprocess.class_names)}; {data.name} has "
+            f"{', '.join(names)} (same names, same order needed)"
+        )
+    size = preprocess.input_size[1]
+    if data.image_size != size:
+        data = load_data(replace(config.data, image_size=size), seed=config.seed)
+    transform = BatchTransform(preprocess.mean, preprocess.std, AugmentConfig())
+    for split in (data.train, data.val, data.test):
+        if split is not None:
+            split.transform = transform
+    return data
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_data
+    from .data.preprocess import Preprocess
+    from .io import read_preprocess
     from .train.checkpoint import load_model
     from .train.config import ConfigError, checkpoint_config
     from .train.distributed import resolve_device
@@ -87,6 +137,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision = "fp32"  # as in training's evaluation: the accuracy must not depend on the CPU's bf16 units
     model = load_model(checkpoint, device)
     data = load_data(config.data, seed=config.seed)
+    record = read_preprocess(checkpoint)
+    if record is not None:  # the model's own preprocessing: its input size, normalisation and class order
+        data = contract_data(Preprocess.from_dict(record, f"{checkpoint}: preprocess"), data, config)
     spec = model.spec
     if spec.num_classes != data.num_classes or spec.in_chans != data.in_chans:
         raise ConfigError(
@@ -130,6 +183,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {str(name).ljust(width)}  {100 * acc:6.2f} %  ({total} images)")
     print(f"confusion matrix: {plot}")
     print(f"results: {out_dir / 'eval.json'}")
+    return 0
+
+
+# -- predict ---------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .data.folder import IMAGE_EXTENSIONS
+    from .predict import describe, image_files, load_for_prediction, predict_files, write_predictions
+    from .train.config import ConfigError
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk: must be >= 1, got {args.topk}")
+    model, preprocess = load_for_prediction(args.model)
+    files = image_files(args.paths)
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {', '.join(args.paths)}")
+    rows = predict_files(model, preprocess, files, args.topk)
+    for row in rows:
+        print(describe(row))
+    if args.out:
+        write_predictions(rows, args.out)
+        print(f"predictions: {args.out}")
+    bad = sum(r.error is not None for r in rows)
+    if bad:
+        print(f"{bad} of {len(rows)} file(s) could not be read", file=sys.stderr)
     return 0
 
 
@@ -211,6 +291,16 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="folder for eval.json and confusion.png")
     ev.set_defaults(func=cmd_eval)
 
+    pr = sub.add_parser(
+        "predict",
+        help="classify image files with a saved model (its stored preprocessing: size, channels, normalisation)",
+    )
+    pr.add_argument("model", help="a model file (model.safetensors) or checkpoint written by reslab train")
+    pr.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    pr.add_argument("--topk", type=int, default=1, help="how many classes per image (default 1)")
+    pr.add_argument("--out", help="also write the predictions to this .csv or .json file")
+    pr.set_defaults(func=cmd_predict)
+
     models = sub.add_parser("models", help="list zoo models (--profile: parameters and MACs)")
     models.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'resnet*' or 'wrn*'")
     models.add_argument(
@@ -234,13 +324,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
-        if not isinstance(err, user_errors()):
-            raise
-        print(f"reslab {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"reslab {args.command}: interrupted", file=sys.stderr)
-        return 130
+        if isinstance(err, user_errors()):
+            print(f"reslab {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        if isinstance(err, OSError):  # a full disk, a read-only folder: the operation and the path
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"reslab {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+            return 1
+        raise
+    except Interrupted as stop:
+        print(f"reslab {args.command}: {stop}", file=sys.stderr)
+        return stop.signal_exit
+    except KeyboardInterrupt as stop:
+        from .train.rundir import Terminated
+
+        print(f"reslab {args.command}: {'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ PREACT_KINDS = ("wide_basic", "pyramid_basic", "pyramid_bottleneck")
 SHORTCUTS = ("identity", "projection", "pad_avgpool", "pad_subsample", "none")
 DROP_PATHS = ("none", "stochastic_depth", "separated", "shakedrop")
 STEM_KINDS = ("conv7_maxpool", "conv3")
+# Bounds far above any published ResNet (widest: 2048 channels; deepest: 600 blocks), so a crafted or
+# mistyped spec is an error instead of a request for terabytes.
+MAX_CHANNELS = 16384
+MAX_BLOCKS = 4096
+MAX_CLASSES = 1_000_000
+# Normalisation layers: torch's BatchNorm2d, or torchvision's FrozenBatchNorm2d (fixed statistics and affine,
+# as detection backbones use).
+NORMS = ("batch", "frozen_batch")
 
 
 class SpecError(ValueError):
@@ -76,6 +84,7 @@ class BlockSpec:
     drop_path: str = "none"
     survival: float = 1.0
     dropout: float = 0.0
+    dilation: int = 1  # of the 3x3 conv; torchvision's replace_stride_with_dilation (bottlenecks)
 
     @property
     def preact(self) -> bool:
@@ -100,6 +109,7 @@ class NetSpec:
     stages: tuple[tuple[BlockSpec, ...], ...]
     head: HeadSpec
     version: int = field(default=SPEC_VERSION)
+    norm: str = "batch"  # one of NORMS, for every normalisation layer of the network
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or hand-written code) but store tuples so specs are hashable and immutable.
@@ -164,6 +174,9 @@ class NetSpec:
     def with_in_chans(self, in_chans: int) -> NetSpec:
         return replace(self, stem=replace(self.stem, in_chans=in_chans))
 
+    def with_norm(self, norm: str) -> NetSpec:
+        return replace(self, norm=norm)
+
     def plain(self) -> NetSpec:
         """The plain twin: the same layers with every shortcut removed."""
         name = self.name if self.name.startswith("plain_") else f"plain_{self.name}"
@@ -209,13 +222,16 @@ class NetSpec:
 
     # -- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "name": self.name,
             "stem": dataclasses.asdict(self.stem),
             "stages": [[_block_to_dict(b) for b in stage] for stage in self.stages],
             "head": dataclasses.asdict(self.head),
         }
+        if self.norm != "batch":  # written only when set, so specs of earlier versions read back unchanged
+            out["norm"] = self.norm
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "spec") -> NetSpec:
@@ -239,6 +255,7 @@ class NetSpec:
             stem=_from_dict(StemSpec, data["stem"], f"{where}.stem"),
             stages=stages,
             head=_from_dict(HeadSpec, data["head"], f"{where}.head"),
+            norm=_typed(data.get("norm", "batch"), str, f"{where}.norm"),
         )
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -250,6 +267,8 @@ class NetSpec:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"{where}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise SpecError(f"{where}: JSON nested too deeply to be a spec") from None
         return cls.from_dict(data, where)
 
     def save(self, path: str | Path) -> None:
@@ -267,14 +286,18 @@ class NetSpec:
     def load(cls, path: str | Path) -> NetSpec:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise SpecError(f"{path}: cannot read spec ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{path}: not UTF-8 text (offset {err.start})") from None
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
+            from .strict_yaml import safe_load
+
             try:
-                data = yaml.safe_load(text)
+                data = safe_load(text)
             except yaml.YAMLError as err:
                 raise SpecError(f"{path}: not valid YAML ({err})") from None
             return cls.from_dict(data, str(path))
@@ -293,6 +316,8 @@ class NetSpec:
 def _block_to_dict(block: BlockSpec) -> dict[str, Any]:
     d = dataclasses.asdict(block)
     d["widths"] = list(block.widths)
+    if block.dilation == 1:
+        del d["dilation"]  # the default, left out as in specs written before dilation existed
     return d
 
 
@@ -339,10 +364,16 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 def validate(spec: NetSpec) -> None:
     """Check that the spec describes a network that can be built; raise ``SpecError`` naming the field."""
     stem = spec.stem
+    if spec.norm not in NORMS:
+        raise SpecError(f"norm: must be one of {NORMS}, got {spec.norm!r}")
     if stem.kind not in STEM_KINDS:
         raise SpecError(f"stem.kind: must be one of {STEM_KINDS}, got {stem.kind!r}")
     if stem.in_chans < 1 or stem.out_chans < 1:
         raise SpecError(f"stem: channel counts must be positive, got in {stem.in_chans}, out {stem.out_chans}")
+    if max(stem.in_chans, stem.out_chans) > MAX_CHANNELS:
+        raise SpecError(f"stem: at most {MAX_CHANNELS} channels, got in {stem.in_chans}, out {stem.out_chans}")
+    if spec.num_blocks > MAX_BLOCKS:
+        raise SpecError(f"stages: at most {MAX_BLOCKS} blocks, got {spec.num_blocks}")
     chans = stem.out_chans
     for s, b, blk in spec.blocks():
         where = f"stages[{s}][{b}]"
@@ -356,8 +387,14 @@ def validate(spec: NetSpec) -> None:
         if min(blk.widths) < 1 or blk.out_chans < 1:
             raise SpecError(f"{where}: widths must be positive, got widths {list(blk.widths)}, "
                             f"out_chans {blk.out_chans}")
+        if max(*blk.widths, blk.out_chans) > MAX_CHANNELS:
+            raise SpecError(f"{where}: at most {MAX_CHANNELS} channels per layer, got widths {list(blk.widths)}, "
+                            f"out_chans {blk.out_chans}")
         if blk.stride not in (1, 2):
             raise SpecError(f"{where}.stride: must be 1 or 2, got {blk.stride}")
+        if blk.dilation < 1 or (blk.dilation > 1 and blk.kind != "bottleneck"):
+            raise SpecError(f"{where}.dilation: must be 1, or >= 1 in a bottleneck block (as in torchvision), got "
+                            f"{blk.dilation} in a {blk.kind} block")
         if blk.shortcut not in SHORTCUTS:
             raise SpecError(f"{where}.shortcut: must be one of {SHORTCUTS}, got {blk.shortcut!r}")
         if blk.shortcut == "identity" and (blk.stride != 1 or blk.in_chans != blk.out_chans):
@@ -382,7 +419,7 @@ def validate(spec: NetSpec) -> None:
     head = spec.head
     if head.in_chans != chans:
         raise SpecError(f"head.in_chans: is {head.in_chans} but the last stage gives {chans}")
-    if head.num_classes < 1:
-        raise SpecError(f"head.num_classes: must be positive, got {head.num_classes}")
+    if not 1 <= head.num_classes <= MAX_CLASSES:
+        raise SpecError(f"head.num_classes: must be in [1, {MAX_CLASSES}], got {head.num_classes}")
     if not 0.0 <= head.dropout < 1.0:
         raise SpecError(f"head.dropout: must be in [0, 1), got {head.dropout}")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from torch import nn
 
 from .build import build
+from .layers.norm import norm_name
 from .spec import BlockSpec, HeadSpec, NetSpec, SpecError, StemSpec
 
 IMAGENET_LAYOUTS = {
@@ -27,26 +28,52 @@ IMAGENET_LAYOUTS = {
 }
 
 
-def imagenet_resnet(depth: int, width_factor: int = 1, num_classes: int = 1000, in_chans: int = 3) -> NetSpec:
-    """torchvision's ResNet-18..152 and Wide ResNet-50-2/101-2 (bottleneck width x ``width_factor``)."""
+# Bounds on the numbers in a zoo name, far above the papers' (resnet1202, wrn28_10, pyramidnet272_a200):
+# a typo such as wrn16_100000 is an error, not a request for terabytes.
+MAX_DEPTH, MAX_WIDEN, MAX_ALPHA = 2000, 32, 2000
+
+
+def _bounded(value: int, limit: int, what: str) -> None:
+    if value > limit:
+        raise SpecError(f"{what} must be at most {limit}, got {value}")
+
+
+def imagenet_resnet(depth: int, width_factor: int = 1, num_classes: int = 1000, in_chans: int = 3,
+                    replace_stride_with_dilation: Sequence[bool] = (False, False, False)) -> NetSpec:
+    """torchvision's ResNet-18..152 and Wide ResNet-50-2/101-2 (bottleneck width x ``width_factor``);
+    ``replace_stride_with_dilation`` (stages 2-4) dilates instead of striding, as torchvision does."""
     if depth not in IMAGENET_LAYOUTS:
         raise SpecError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYOUTS)}, got {depth}")
     kind, layout = IMAGENET_LAYOUTS[depth]
+    _bounded(width_factor, 8, "ImageNet ResNet width factor")
     if width_factor != 1 and kind != "bottleneck":
         raise SpecError(f"a width factor needs bottleneck blocks (depth >= 50), got depth {depth}")
-    chans, stages = 64, []
+    dilate = [False, *map(bool, replace_stride_with_dilation)]
+    if len(dilate) != 4:
+        raise SpecError(f"replace_stride_with_dilation: needs 3 booleans (stages 2-4), got "
+                        f"{list(replace_stride_with_dilation)}")
+    if kind == "basic" and any(dilate):
+        raise SpecError("replace_stride_with_dilation: dilation needs bottleneck blocks (depth >= 50), as in "
+                        "torchvision")
+    chans, stages, dilation = 64, [], 1
     for s, n in enumerate(layout):
         planes = 64 * 2**s
         stage = []
+        previous = dilation
+        stride = 2 if s > 0 else 1
+        if dilate[s]:
+            dilation, stride = dilation * stride, 1
         for b in range(n):
-            stride = 2 if (s > 0 and b == 0) else 1
             if kind == "basic":
                 widths, out = (planes,), planes
             else:
                 mid = planes * width_factor
                 widths, out = (mid, mid), planes * 4
-            shortcut = "projection" if (stride != 1 or chans != out) else "identity"
-            stage.append(BlockSpec(kind, chans, widths, out, stride, shortcut))
+            block_stride = stride if b == 0 else 1
+            shortcut = "projection" if (block_stride != 1 or chans != out) else "identity"
+            # torchvision: the first block of a stage keeps the previous dilation, the others take the new one
+            stage.append(BlockSpec(kind, chans, widths, out, block_stride, shortcut,
+                                   dilation=previous if b == 0 else dilation))
             chans = out
         stages.append(stage)
     name = f"resnet{depth}" if width_factor == 1 else f"wide_resnet{depth}_{width_factor}"
@@ -57,6 +84,7 @@ def cifar_resnet(depth: int, shortcut: str = "A", num_classes: int = 10, in_chan
                  base_width: int = 16) -> NetSpec:
     """He et al. 2015's CIFAR ResNet: depth 6n+2, widths 16/32/64, option A (zero-padded, subsampled)
     or option B (1x1 projection) shortcuts where the shape changes."""
+    _bounded(depth, MAX_DEPTH, "CIFAR ResNet depth")
     if depth < 8 or (depth - 2) % 6:
         raise SpecError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
     if shortcut not in ("A", "B"):
@@ -81,6 +109,8 @@ def cifar_resnet(depth: int, shortcut: str = "A", num_classes: int = 10, in_chan
 
 def wide_resnet(depth: int, k: int, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.0) -> NetSpec:
     """Zagoruyko & Komodakis 2016's WRN-d-k for CIFAR: pre-activation wide blocks, widths 16k/32k/64k."""
+    _bounded(depth, MAX_DEPTH, "WRN depth")
+    _bounded(k, MAX_WIDEN, "WRN widening factor k")
     if depth < 10 or (depth - 4) % 6:
         raise SpecError(f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}")
     if k < 1:
@@ -105,6 +135,8 @@ def pyramidnet(depth: int, alpha: int, bottleneck: bool = False, num_classes: in
     """Han et al. 2017's PyramidNet: the width grows by alpha/N at every one of the N blocks (additive
     widening), zero-padded identity shortcuts, 2x2 average pooling on the shortcut where the stride is 2."""
     per_block = 9 if bottleneck else 6
+    _bounded(depth, MAX_DEPTH, "PyramidNet depth")
+    _bounded(alpha, MAX_ALPHA, "PyramidNet alpha")
     if depth < per_block + 2 or (depth - 2) % per_block:
         raise SpecError(f"PyramidNet depth must be {per_block}n+2 for "
                         f"{'bottleneck' if bottleneck else 'basic'} blocks, got {depth}")
@@ -192,16 +224,23 @@ def create_model(
     zero_init_residual: bool = False,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    as_dict: bool = False,
+    norm_layer: str | type = "batch",
+    replace_stride_with_dilation: Sequence[bool] | None = None,
 ) -> nn.Module:
     """Build a zoo model by name, the single entry point (as in timm).
 
     ``shortcut`` replaces every shape-changing shortcut (``projection``, ``pad_avgpool``, ``pad_subsample``);
     ``drop_path`` (``stochastic_depth``, ``separated``, ``shakedrop``) sets linearly decaying survival
     probabilities ending at ``final_survival``; ``dropout`` sets the in-block dropout of every block.
+    ``features_only`` builds a ``FeatureNet`` (``out_indices``; ``as_dict`` for torchvision's detection models).
+    ``norm_layer`` (``"frozen_batch"`` or ``torchvision.ops.FrozenBatchNorm2d``) and
+    ``replace_stride_with_dilation`` (ImageNet ResNets) are torchvision's options, recorded in the spec.
     """
     spec = make_spec(name, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, drop_path=drop_path,
-                     final_survival=final_survival, dropout=dropout)
-    model = build(spec, features_only=features_only, out_indices=out_indices)
+                     final_survival=final_survival, dropout=dropout, norm_layer=norm_layer,
+                     replace_stride_with_dilation=replace_stride_with_dilation)
+    model = build(spec, features_only=features_only, out_indices=out_indices, as_dict=as_dict)
     if zero_init_residual:
         model.zero_init_residual()
     return model
@@ -216,9 +255,22 @@ def make_spec(
     drop_path: str | None = None,
     final_survival: float = 0.5,
     dropout: float | None = None,
+    norm_layer: str | type = "batch",
+    replace_stride_with_dilation: Sequence[bool] | None = None,
 ) -> NetSpec:
     """The spec ``create_model`` builds: the zoo spec with the overrides applied."""
-    spec = model_spec(name)
+    if replace_stride_with_dilation is not None:
+        base = name[len("plain_"):] if name.startswith("plain_") else name
+        match = re.fullmatch(r"(?:wide_)?resnet(\d+)(?:_(\d+))?", base)
+        if not match or int(match[1]) not in IMAGENET_LAYOUTS:
+            raise SpecError(f"replace_stride_with_dilation: only for the ImageNet ResNets, not {name!r}")
+        spec = imagenet_resnet(int(match[1]), int(match[2] or 1),
+                               replace_stride_with_dilation=replace_stride_with_dilation)
+        spec = replace(spec, name=model_spec(name).name)
+        spec = spec.plain() if base != name else spec
+    else:
+        spec = model_spec(name)
+    spec = spec.with_norm(norm_name(norm_layer))
     if num_classes is not None:
         spec = spec.with_classes(num_classes)
     if in_chans != spec.in_chans:

@@ -36,8 +36,11 @@ def cache_key(part: FolderPart, settings: dict[str, Any]) -> str:
     """A digest of the part's files (name, label, size, mtime) and the decode ``settings``."""
     h = hashlib.sha256(repr((CACHE_FORMAT, sorted(settings.items()))).encode())
     for rel, label in zip(part.files, part.labels.tolist(), strict=True):
-        st = os.stat(os.path.join(part.folder, rel))
-        h.update(f"{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(os.path.join(part.folder, rel))
+            h.update(f"{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # e.g. a dangling symlink: decoding reports (or skips) it
+            h.update(f"{rel}\0{label}\0missing\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -47,20 +50,43 @@ def _candidates(part: FolderPart, key: str) -> list[Path]:
     return [cache_dir() / f"{PREFIX}{where}_{part.name}_{key}.pt"]
 
 
-def load_cached(part: FolderPart, key: str) -> dict[str, Any] | None:
-    """The cached decode of ``part`` (images, labels, skipped) or None when there is no usable one."""
+def load_cached(
+    part: FolderPart, key: str, shape: tuple[int, int, int], num_classes: int
+) -> dict[str, Any] | None:
+    """The cached decode of ``part`` (images, labels, skipped) or None when there is no usable one.
+
+    The file is checked like any input: uint8 images of ``shape``, one per file not skipped, the labels
+    of those files (each in [0, num_classes)); a cache that fails is decoded again, with a warning.
+    """
     for path in _candidates(part, key):
         if not path.is_file():
             continue
         try:
             payload = torch.load(path, weights_only=True)
             images, labels, skipped = payload["images"], payload["labels"], payload["skipped"]
-            if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
-                raise ValueError("inconsistent tensors")
+            _check(images, labels, skipped, part, shape, num_classes)
             return {"images": images, "labels": labels, "skipped": list(skipped), "path": path}
-        except Exception as e:  # our own file, damaged (e.g. by a full disk): decode again instead
+        except Exception as e:  # a damaged or altered cache: decode again instead
             warnings.warn(f"ignoring unreadable decode cache {path}: {e}", stacklevel=2)
     return None
+
+
+def _check(images: Any, labels: Any, skipped: Any, part: FolderPart, shape: tuple[int, ...], classes: int) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape[1:]) != shape:
+        raise ValueError(f"images must be uint8 of shape (N, {', '.join(map(str, shape))})")
+    if not isinstance(skipped, list) or not all(isinstance(p, str) for p in skipped):
+        raise ValueError("the skipped files must be a list of paths")
+    if not set(skipped) <= set(part.files):
+        raise ValueError("it skips files the folder does not have")
+    kept = [i for i, f in enumerate(part.files) if f not in set(skipped)]
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (len(kept),):
+        raise ValueError(f"expected {len(kept)} int64 labels")
+    if len(images) != len(kept):
+        raise ValueError(f"{len(images)} images for {len(kept)} files")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        raise ValueError(f"labels outside [0, {classes})")
+    if not torch.equal(labels, part.labels[kept]):
+        raise ValueError("the labels differ from the class folders'")
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:

@@ -69,14 +69,20 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         or data.dtype != np.uint8
         or data.ndim != 2
         or data.shape[1] != 3 * 32 * 32
+        # Zero or negative strides would let a few bytes pose as many images: only a plain buffer of
+        # exactly N x 3072 bytes is a batch.
+        or not data.flags.c_contiguous
+        or data.strides != (3 * 32 * 32, 1)
+        or data.nbytes != len(data) * 3 * 32 * 32
     ):
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
         raise DataError(
-            f"CIFAR batch {path}: 'data' must be a uint8 array of shape (N, 3072), got {dtype} {shape}"
+            f"CIFAR batch {path}: 'data' must be a contiguous uint8 array of shape (N, 3072) (N x 3072 bytes), "
+            f"got {dtype} {shape} with strides {getattr(data, 'strides', None)}"
         )
     try:
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        labels = np.array(batch[label_key], dtype=np.int64)  # a copy: no borrowed strides
     except (TypeError, ValueError) as e:
         raise DataError(f"CIFAR batch {path}: {label_key!r} is not a list of integers: {e}") from e
     if labels.shape != (len(data),):

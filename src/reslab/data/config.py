@@ -14,6 +14,8 @@ from typing import Any
 from .errors import DataError
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "emnist", "cifar10", "cifar100", "imagefolder")
+# Larger sides are a typo, not a dataset: 4096^2 RGB images are 50 MB each.
+MAX_IMAGE_SIZE = 4096
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
 
 
@@ -151,8 +153,8 @@ def _check_data(values: Mapping[str, Any], where: str) -> None:
     for key, choices in (("name", DATASETS), ("emnist_split", EMNIST_SPLITS)):
         if get(key) not in choices:
             raise _fail(where, key, f"one of {', '.join(choices)}", get(key))
-    if not isinstance(get("data_dir"), (str, os.PathLike)) or not str(get("data_dir")):
-        raise _fail(where, "data_dir", "a folder path", get("data_dir"))
+    if not isinstance(get("data_dir"), (str, os.PathLike)) or not str(get("data_dir")) or "\0" in str(get("data_dir")):
+        raise _fail(where, "data_dir", "a folder path (without NUL characters)", get("data_dir"))
     for key in ("download", "skip_bad_images"):
         if not isinstance(get(key), bool):
             raise _fail(where, key, "true or false", get(key))
@@ -164,6 +166,8 @@ def _check_data(values: Mapping[str, Any], where: str) -> None:
         value = get(key)
         if value is not None and not (_is_int(value) and value >= 1):
             raise _fail(where, key, "null or an integer >= 1", value)
+    if get("image_size") is not None and get("image_size") > MAX_IMAGE_SIZE:
+        raise _fail(where, "image_size", f"at most {MAX_IMAGE_SIZE} pixels", get("image_size"))
     if not (_is_int(get("num_workers")) and get("num_workers") >= 0):
         raise _fail(where, "num_workers", "an integer >= 0", get("num_workers"))
     if get("in_memory") not in (None, True, False):

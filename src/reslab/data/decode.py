@@ -35,7 +35,8 @@ Problem = tuple[str, str, bool]
 
 
 def read_image(path: str, mode: ImageReadMode) -> Tensor:
-    """Decode one image file to uint8 (C, H, W) (or (N, C, H, W) for animated formats).
+    """Decode one image file to uint8 (C, H, W) (or (N, C, H, W) for animated formats); 16-bit images are
+    scaled to 8 bits.
 
     torchvision 0.29 deprecates its decoders in favour of TorchCodec (>= 0.16, same ``decode_image`` call);
     this is the one place to switch. Its per-call DeprecationWarning is silenced here so a 60k-image decode
@@ -45,7 +46,18 @@ def read_image(path: str, mode: ImageReadMode) -> Tensor:
         warnings.filterwarnings(
             "ignore", message="The image decoding and encoding", category=DeprecationWarning
         )
-        return decode_image(path, mode=mode)
+        image = decode_image(path, mode=mode)
+    if image.dtype == torch.uint16:  # 16-bit PNGs: keep the high byte, the 8-bit image they stand for
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    return image
+
+
+def resize_transform(size: int) -> v2.Transform:
+    """The resize policy of image folders (``shorter_side_center_crop``): shorter side to ``size``, then a
+    centre crop to ``size`` x ``size``."""
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
 
 class ImageFiles(Dataset):
@@ -70,7 +82,7 @@ class ImageFiles(Dataset):
         self.native_hw = native_hw
         channels = 1 if mode == ImageReadMode.GRAY else 3
         self.shape = (channels, size, size) if size else (channels, *native_hw)
-        self.resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)]) if size else None
+        self.resize = resize_transform(size) if size else None
 
     def __len__(self) -> int:
         return len(self.paths)

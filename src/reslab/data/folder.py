@@ -48,6 +48,16 @@ def _visible_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def _refuse_loop(class_dir: Path) -> None:
+    """A class folder that links to its own folder or above it would hold every class's images."""
+    target = class_dir.resolve()
+    if class_dir.parent.resolve().is_relative_to(target):
+        raise DataError(
+            f"class folder {class_dir} is a symlink to {target}, which contains it (a loop); "
+            f"replace it with a real folder of that class's images"
+        )
+
+
 def _class_files(class_dir: Path) -> list[str]:
     """Image files under ``class_dir`` (nested folders included), sorted, relative to its parent."""
     found = []
@@ -67,6 +77,7 @@ def _scan_part(name: str, root: Path, folder: Path, class_names: list[str]) -> F
     labels: list[int] = []
     index = {c: i for i, c in enumerate(class_names)}
     for class_name in _visible_dirs(folder):
+        _refuse_loop(folder / class_name)
         if class_name not in index:
             raise DataError(
                 f"class folder {folder / class_name} has no counterpart in the training classes "

@@ -163,7 +163,7 @@ def _decode_folder(
     for name, part in layout.parts.items():
         files = files_of[name]
         key = cache_key(part, {"mode": files.mode.name, "size": files.size, "native_hw": files.native_hw})
-        cached = load_cached(part, key)
+        cached = load_cached(part, key, files.shape, len(layout.class_names))
         if cached is not None:
             images, labels = cached["images"], cached["labels"]
             part_skipped = [os.path.join(part.folder, f) for f in cached["skipped"]]

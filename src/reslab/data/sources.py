@@ -8,6 +8,7 @@ so a damaged or crafted file gives a ``DataError`` naming it.
 from __future__ import annotations
 
 import string
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -15,7 +16,7 @@ from urllib.error import URLError
 import torch
 import torchvision.datasets as tvd
 from torch import Tensor
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import download_url
 
 from .cifar_pickle import read_batch, read_label_names
 from .config import DataConfig
@@ -61,6 +62,21 @@ def _download(title: str, fetch) -> None:
         fetch()
     except (OSError, RuntimeError, URLError) as e:
         raise DataError(f"downloading {title} failed: {e}") from e
+
+
+def extract_tar(archive: Path, target: Path) -> None:
+    """Extract a downloaded archive only if every member stays inside ``target`` as a plain file or folder
+    (tarfile's ``data`` filter: no absolute paths, ``..``, links out or device files); else nothing is written."""
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                tarfile.data_filter(member, str(target))
+            tar.extractall(target, members=members, filter="data")
+    except tarfile.FilterError as e:
+        raise DataError(f"archive {archive}: refusing to extract it, a member is unsafe: {e}") from None
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"archive {archive} cannot be extracted: {e}") from None
 
 
 def load_digits() -> TensorData:
@@ -141,12 +157,8 @@ def load_cifar(cfg: DataConfig) -> TensorData:
     needed = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     if cfg.download and not all((folder / n).is_file() for n in needed):
         # torchvision's own loader would unpickle the files; only its checked download is used here.
-        _download(
-            cls.__name__,
-            lambda: download_and_extract_archive(
-                cls.url, cfg.data_dir, filename=cls.filename, md5=cls.tgz_md5
-            ),
-        )
+        _download(cls.__name__, lambda: download_url(cls.url, cfg.data_dir, cls.filename, cls.tgz_md5))
+        extract_tar(Path(cfg.data_dir) / cls.filename, Path(cfg.data_dir))
     for name in needed:
         if not (folder / name).is_file():
             raise _missing(cls.__name__.replace("CIFAR", "CIFAR-"), folder / name, cfg.data_dir)

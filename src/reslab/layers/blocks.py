@@ -19,7 +19,8 @@ from torch import nn
 
 from ..spec import BlockSpec
 from .drop import make_drop
-from .shortcuts import make_shortcut
+from .norm import NormLayer
+from .shortcuts import ZeroPadShortcut, make_shortcut
 
 # Channel sets of a block: its input, its output, and its internal widths (``spec.widths[k]``).
 IN, OUT = "in", "out"
@@ -42,8 +43,8 @@ class BlockLayout:
     in_bn: str | None = None
 
 
-def conv3x3(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_chans: int, out_chans: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def conv1x1(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -58,11 +59,11 @@ class ResidualBlock(nn.Module):
     # A projection shortcut's conv and BN (``make_shortcut``'s Sequential; pre-activation blocks have no BN).
     projection = ("downsample.0", "downsample.1")
 
-    def __init__(self, spec: BlockSpec) -> None:
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.spec = spec
         self.downsample = make_shortcut(spec.shortcut, spec.in_chans, spec.out_chans, spec.stride,
-                                        norm=not spec.preact)
+                                        norm=not spec.preact, norm_layer=norm_layer)
         self.drop = make_drop(spec)
         self.relu = nn.ReLU(inplace=True)
 
@@ -79,6 +80,15 @@ class ResidualBlock(nn.Module):
         conv's weight for branches that end in a conv."""
         nn.init.zeros_(self.branch_end().weight)
 
+    def out_width(self) -> int:
+        """Channels of the branch output, read from the module (a pruner may have cut them)."""
+        return self.branch_end().weight.shape[0]
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.downsample, ZeroPadShortcut):
+            return self.downsample(x, self.out_width())
+        return self.downsample(x)
+
     def combine(self, branch_fn: Callable[[], torch.Tensor], skip: torch.Tensor | None) -> torch.Tensor:
         if skip is not None and self.drop is None:
             out = branch_fn() + skip
@@ -89,7 +99,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(out) if self.post_act else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = None if self.downsample is None else self.downsample(x)
+        skip = None if self.downsample is None else self.shortcut(x)
         return self.combine(lambda: self.branch(x), skip)
 
 
@@ -99,13 +109,13 @@ class BasicBlock(ResidualBlock):
     layout = BlockLayout((("conv1", ("w0", IN)), ("bn1", ("w0",)), ("conv2", (OUT, "w0")), ("bn2", (OUT,))),
                          internal_bns=("bn1",), out_producer="bn2")
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn1 = nn.BatchNorm2d(mid)
+        self.bn1 = norm_layer(mid)
         self.conv2 = conv3x3(mid, spec.out_chans)
-        self.bn2 = nn.BatchNorm2d(spec.out_chans)
+        self.bn2 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -118,15 +128,15 @@ class Bottleneck(ResidualBlock):
                           ("conv3", (OUT, "w1")), ("bn3", (OUT,))),
                          internal_bns=("bn1", "bn2"), out_producer="bn3")
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         w1, w2 = spec.widths
         self.conv1 = conv1x1(spec.in_chans, w1)
-        self.bn1 = nn.BatchNorm2d(w1)
-        self.conv2 = conv3x3(w1, w2, spec.stride)
-        self.bn2 = nn.BatchNorm2d(w2)
+        self.bn1 = norm_layer(w1)
+        self.conv2 = conv3x3(w1, w2, spec.stride, spec.dilation)
+        self.bn2 = norm_layer(w2)
         self.conv3 = conv1x1(w2, spec.out_chans)
-        self.bn3 = nn.BatchNorm2d(spec.out_chans)
+        self.bn3 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -145,12 +155,12 @@ class WideBasic(ResidualBlock):
     layout = BlockLayout((("bn1", (IN,)), ("conv1", ("w0", IN)), ("bn2", ("w0",)), ("conv2", (OUT, "w0"))),
                          internal_bns=("bn2",), out_producer="conv2", in_bn="bn1")
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = norm_layer(mid)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(mid, spec.out_chans)
 
@@ -168,7 +178,7 @@ class WideBasic(ResidualBlock):
         elif isinstance(self.downsample, nn.Sequential):  # projection of the pre-activated input
             skip = self.downsample(pre)
         else:
-            skip = self.downsample(x)
+            skip = self.shortcut(x)
         return self.combine(lambda: self.branch_from_preact(pre), skip)
 
 
@@ -180,14 +190,14 @@ class PyramidBasic(ResidualBlock):
                           ("bn3", (OUT,))),
                          internal_bns=("bn2",), out_producer="bn3", in_bn="bn1")
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         (mid,) = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv3x3(spec.in_chans, mid, spec.stride)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = norm_layer(mid)
         self.conv2 = conv3x3(mid, spec.out_chans)
-        self.bn3 = nn.BatchNorm2d(spec.out_chans)
+        self.bn3 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
@@ -202,16 +212,16 @@ class PyramidBottleneck(ResidualBlock):
                           ("bn3", ("w1",)), ("conv3", (OUT, "w1")), ("bn4", (OUT,))),
                          internal_bns=("bn2", "bn3"), out_producer="bn4", in_bn="bn1")
 
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+        super().__init__(spec, norm_layer)
         w1, w2 = spec.widths
-        self.bn1 = nn.BatchNorm2d(spec.in_chans)
+        self.bn1 = norm_layer(spec.in_chans)
         self.conv1 = conv1x1(spec.in_chans, w1)
-        self.bn2 = nn.BatchNorm2d(w1)
+        self.bn2 = norm_layer(w1)
         self.conv2 = conv3x3(w1, w2, spec.stride)
-        self.bn3 = nn.BatchNorm2d(w2)
+        self.bn3 = norm_layer(w2)
         self.conv3 = conv1x1(w2, spec.out_chans)
-        self.bn4 = nn.BatchNorm2d(spec.out_chans)
+        self.bn4 = norm_layer(spec.out_chans)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.bn1(x))
@@ -229,5 +239,5 @@ BLOCKS: dict[str, type[ResidualBlock]] = {
 }
 
 
-def make_block(spec: BlockSpec) -> ResidualBlock:
-    return BLOCKS[spec.kind](spec)
+def make_block(spec: BlockSpec, norm_layer: NormLayer = nn.BatchNorm2d) -> ResidualBlock:
+    return BLOCKS[spec.kind](spec, norm_layer)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .. import strict_yaml
 from ..data import DataConfig, DataError
 
 
@@ -31,6 +32,11 @@ class ConfigError(ValueError):
 
 # Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
 EXTRA_SECTIONS: dict[str, str] = {"resbuilder": "reslab.builder", "analysis": "reslab.analysis"}
+
+# A folder name's limit on common file systems.
+MAX_NAME_BYTES = 255
+# Far beyond any real run (checkpoints refuse larger epoch counters as damage).
+MAX_EPOCHS = 10**6
 
 Check = Callable[[Any], str | None]  # returns what the value must be, when it is wrong
 
@@ -92,7 +98,10 @@ class ModelConfig:
     )
     dropout: float | None = option(None, in_range(0.0, 1.0), "dropout inside every block")
     zero_init_residual: bool = option(False, doc="start each block as its shortcut (last BN scale 0)")
-    init_from: str | None = option(None, doc="checkpoint or model file whose matching weights start the run")
+    init_from: str | None = option(
+        None, doc="weights that start the run: a reslab model/checkpoint, a torchvision/timm .pth or a .safetensors"
+    )
+    init_strict: bool = option(True, doc="init_from: every backbone tensor must load (false: load what matches)")
 
 
 @dataclass
@@ -105,6 +114,7 @@ class OptimConfig:
     no_decay_bn_bias: bool = option(True, doc="no weight decay on batch-norm parameters and biases")
     betas: list[float] = option([0.9, 0.999], doc="AdamW betas")
     eps: float = option(1e-8, at_least(0.0, strict=True), "AdamW epsilon")
+    backbone_lr_mult: float = option(1.0, at_least(0.0), "learning rate of all but the classifier, x optim.lr")
 
 
 @dataclass
@@ -121,7 +131,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(10, at_least(1))
+    epochs: int = option(10, in_range(1, MAX_EPOCHS, high_open=False))
     batch_size: int = option(128, at_least(1), "global batch (split across processes)")
     eval_batch_size: int = option(512, at_least(1))
     label_smoothing: float = option(0.0, in_range(0.0, 1.0))
@@ -141,6 +151,10 @@ class TrainConfig:
     find_unused_parameters: bool | None = option(None, doc="DDP; null: on for drop-path models")
     sync_bn: bool = option(False, doc="SyncBatchNorm across processes (CUDA only)")
     deterministic: bool = option(False, doc="torch.use_deterministic_algorithms (repeatable CUDA runs)")
+    freeze: str | list[str] = option(
+        "none", doc="none, backbone (all but the classifier) or module prefixes ([stem, layer1]); BN kept in eval"
+    )
+    unfreeze_epoch: int | None = option(None, at_least(1), "train.freeze ends at this epoch (0-based)")
 
 
 @dataclass
@@ -218,7 +232,11 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     name = _coerce(raw.get("name"), str | None, "name")
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"name: must be a folder name (no '/'), got {name!r}")
+    if name is not None and len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"name: a folder name has at most {MAX_NAME_BYTES} bytes, got {len(name.encode())}")
     seed = _coerce(raw.get("seed", 0), int, "seed")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed: must be in [0, 2**63) (torch's generator takes 64-bit seeds), got {seed}")
     data_raw = raw.get("data") or {}
     try:
         data = DataConfig.from_dict(data_raw, where="data")
@@ -270,8 +288,11 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
         options = typing.get_args(kind)
         if value is None and type(None) in options:
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(value, inner, path)
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) > 1:  # X | list[Y]: a list is read as the list type, anything else as X
+            lists = [o for o in inner if typing.get_origin(o) is list]
+            inner = lists if isinstance(value, list | tuple) and lists else [o for o in inner if o not in lists]
+        return _coerce(value, inner[0], path)
     if origin is list:
         (inner,) = typing.get_args(kind)
         if not isinstance(value, list | tuple):
@@ -295,6 +316,8 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        if "\0" in value:
+            raise ConfigError(f"{path}: a NUL character cannot be part of a name or path, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported config type {kind!r}")  # a bug in the schema, not in the file
 
@@ -331,6 +354,11 @@ def _check_consistency(config: Config) -> None:
             f"schedule.warmup_epochs: must be less than train.epochs ({config.train.epochs}), "
             f"got {config.schedule.warmup_epochs}"
         )
+    freeze = config.train.freeze
+    if isinstance(freeze, str) and freeze not in ("none", "backbone"):
+        raise ConfigError(f"train.freeze: must be none, backbone or a list of module names, got {freeze!r}")
+    if config.train.unfreeze_epoch is not None and freeze in ("none", []):
+        raise ConfigError("train.unfreeze_epoch: nothing is frozen (set train.freeze: backbone or a list of modules)")
     if config.train.precision == "fp16" and config.train.device == "cpu":
         raise ConfigError(
             "train.precision: fp16 (AMP with a gradient scaler) needs CUDA; use bf16 or fp32 on the CPU"
@@ -350,7 +378,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not part for part in path):
         raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key path")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+        value = strict_yaml.safe_load(raw_value) if raw_value.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: cannot read the value {raw_value!r} as YAML ({err})") from None
     return path, value
@@ -378,11 +406,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          f"save the config as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = strict_yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if raw is None:
@@ -395,14 +426,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """The defaults, updated by the YAML file at ``path`` (if any), then by ``--set`` overrides."""
     raw = read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else ""
+    if overrides:
+        where = f"{where} with --set" if where else "--set"
+    return config_from_dict(raw, overrides, where)
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), where: str = "") -> Config:
+    """``raw`` (a config file's mapping) with ``--set`` overrides applied, validated."""
+    raw = copy.deepcopy(dict(raw))
     _spec_replaces_name(raw, set(raw.get("model", {}) or {}) if isinstance(raw.get("model"), dict) else set())
     raw = apply_overrides(raw, overrides)
     # `--set model.spec=found.json` alone means "this spec instead of the zoo name".
     set_keys = {tuple(parse_override(text)[0]) for text in overrides}
     _spec_replaces_name(raw, {p[1] for p in set_keys if len(p) == 2 and p[0] == "model"})
-    where = str(path) if path is not None else ""
-    if overrides:
-        where = f"{where} with --set" if where else "--set"
     return Config.from_dict(raw, where=where)
 
 
@@ -458,6 +495,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_dict",
     "describe_schema",
     "load_config",
     "parse_override",

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -36,7 +38,7 @@ def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise ConfigError(
                 "train.device: cuda was asked for but torch sees no CUDA device (use device: auto or cpu)"
             )
         return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -32,53 +31,30 @@ from torch.nn import functional as F
 
 from ..build import build
 from ..data import DataBundle, Split, load_data
-from ..io import read_spec
+from ..data.preprocess import Preprocess
+from ..io import CheckpointError, first_non_finite, load_weights, read_spec
 from ..io import save as save_model_file
 from ..spec import NetSpec
 from ..zoo import make_spec
 from . import distributed as dist_utils
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, transfer_weights
+from . import rundir
+from .checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    read_weights,
+    restore_rng,
+    save_checkpoint,
+    transfer_weights,
+    weights_classes,
+)
 from .config import Config, ConfigError
+from .finetune import FineTune
 from .hooks import Hook, hook_states, load_hook_states
-from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
+from .optim import make_optimizer, make_scheduler, rescale_lr, restore_scheduler, scheduler_position
 from .progress import Progress, epoch_line
 from .report import read_jsonl, write_report
+from .rundir import BEST, FINAL_MODEL, LAST, NonFiniteLoss, TrainingError
 from .tblog import log_hparams, open_writer
-
-LAST, BEST, FINAL_MODEL = "last.safetensors", "best.safetensors", "model.safetensors"
-RUN_FILES = (
-    "config.yaml",
-    "metrics.jsonl",
-    "events.jsonl",
-    "summary.json",
-    "report.md",
-    "loss.png",
-    "accuracy.png",
-    "lr.png",
-    LAST,
-    BEST,
-    FINAL_MODEL,
-)
-# Keys that may differ between a run's saved config and the config it is resumed with.
-RESUMABLE_KEYS = (
-    "train.epochs",
-    "train.progress",
-    "train.device",
-    "train.compile",
-    "train.eval_batch_size",
-    "output.checkpoint_every",
-    "output.tensorboard",
-    "data.num_workers",
-    "data.data_dir",
-)
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (non-finite loss, run folder conflicts); the message says what to do."""
-
-
-class NonFiniteLoss(TrainingError):
-    pass
 
 
 def seed_everything(seed: int) -> None:
@@ -142,16 +118,6 @@ def make_spec_from_config(config: Config, num_classes: int, in_chans: int) -> Ne
     return spec
 
 
-def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten_dict(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 class Trainer:
     """Sets up everything for ``config`` on construction; ``fit()`` trains and returns the summary.
 
@@ -187,7 +153,15 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
 
-        checkpoint = self._prepare_run_dir(resume, overwrite)
+        self._run: rundir.OpenedRun | None = None  # the locked run folder (rank 0)
+        try:
+            self._set_up(self._prepare_run_dir(resume, overwrite), data)
+        except BaseException:
+            self.release()  # a run that cannot start leaves its folder unlocked
+            raise
+
+    def _set_up(self, checkpoint, data: DataBundle | None) -> None:
+        config, cfg = self.config, self.config.train
         seed_everything(config.seed)
         progress = cfg.progress if self.is_main else "none"
         self.data = data if data is not None else load_data(config.data, seed=config.seed, progress=progress)
@@ -217,9 +191,15 @@ class Trainer:
             else make_spec_from_config(config, self.data.num_classes, self.data.in_chans)
         )
         model = build(spec)
+        self.finetune = FineTune(cfg.freeze, cfg.unfreeze_epoch)
+        try:
+            self.finetune.check(model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if checkpoint is None:
             self._init_weights(model)
         self.model = model.to(self.device, memory_format=self._memory_format)
+        self.preprocess = Preprocess.from_bundle(self.data).to_dict()  # stored with the weights, for predict
         self.optimizer = make_optimizer(self.model, config.optim)
         self.schedule_start_epoch = 0  # moved by restart_schedule
         self.scheduler = self._new_scheduler()
@@ -240,82 +220,58 @@ class Trainer:
         if m.zero_init_residual:
             model.zero_init_residual()
         if m.init_from is not None:
-            source = load_checkpoint(m.init_from)
-            skipped = transfer_weights(model, source.model_state, m.init_from)
-            self._pending_events.append(("init_from", {"path": str(m.init_from), "skipped": skipped}))
+            classes = weights_classes(m.init_from)  # other classes, even as many: a new classifier
+            new_head = classes is not None and classes != [str(c) for c in self.data.class_names]
+            done = transfer_weights(model, read_weights(m.init_from), m.init_from, strict=m.init_strict,
+                                    new_head=new_head)
+            if self.is_main:
+                print(done.describe(), flush=True)
+            self._pending_events.append(
+                ("init_from", {"path": str(m.init_from), "loaded": len(done.loaded), "skipped": done.kept,
+                               "head_replaced": done.head_replaced})
+            )
 
     def _prepare_run_dir(self, resume: bool, overwrite: bool):
-        """Check the run folder (rank 0 decides, every rank learns the outcome); load ``last`` to resume."""
+        """Lock and check the run folder (rank 0 decides, every rank learns the outcome); load ``last``."""
         self._pending_events: list[tuple[str, dict]] = []
-        problem = None
+        outcome: tuple[str | None, str | None, dict] = (None, None, {})
         if self.is_main:
-            problem = self._run_dir_problem(resume, overwrite)
-        problem = dist_utils.broadcast_object(problem)
+            try:
+                self._run = rundir.open_run(self.run_dir, self.config, resume=resume, overwrite=overwrite)
+                resume_from = str(self._run.resume_from) if self._run.resume_from else None
+                outcome = (None, resume_from, self._run.changed)
+            except (TrainingError, ConfigError) as err:
+                outcome = (str(err), None, {})
+            except OSError as err:  # raised on rank 0 alone, the other ranks would wait for it forever
+                outcome = (f"cannot prepare the run folder {self.run_dir}: {err.strerror or err}", None, {})
+        problem, resume_from, self._changed = dist_utils.broadcast_object(outcome)
         if problem:
             raise TrainingError(problem)
-        last = self.run_dir / LAST
-        if self.is_main:
-            if not (resume and last.is_file()):
-                # A fresh start, also of a run killed before its first checkpoint: clear what it left.
-                self._remove_run_files()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-            (self.run_dir / "events.jsonl").touch()  # exists (maybe empty) in every run folder
         dist_utils.barrier()
-        if resume and last.is_file():
-            return load_checkpoint(last)  # every rank reads it (multi-node resume needs a shared folder)
-        return None
-
-    def _run_dir_problem(self, resume: bool, overwrite: bool) -> str | None:
-        saved = self.run_dir / "config.yaml"
-        if resume:
-            if saved.is_file():
-                return self._resume_mismatch(saved)
+        if resume_from is None:
             return None
-        if not saved.is_file():
-            return None
-        if overwrite:
-            return None
-        return (
-            f"{self.run_dir} already holds a run; resume it with --resume, replace it with --overwrite, or "
-            f"start another with --set name=NEW_NAME (or --out DIR)"
-        )
-
-    def _remove_run_files(self) -> None:
-        for name in RUN_FILES:
-            (self.run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
-
-    def _resume_mismatch(self, saved: Path) -> str | None:
-        from .config import read_yaml
-
-        try:
-            before = flatten_dict(Config.from_dict(read_yaml(saved)).to_dict())
-        except ConfigError as err:
-            return f"{saved}: cannot read the run's config to resume it: {err}"
-        now = flatten_dict(self.config.to_dict())
-        for key in sorted(set(before) | set(now)):
-            if key not in RESUMABLE_KEYS and before.get(key) != now.get(key):
-                return (
-                    f"--resume: {key} is {now.get(key)!r} but the run in {self.run_dir} used "
-                    f"{before.get(key)!r}; resume with the same config (only {', '.join(RESUMABLE_KEYS)} "
-                    f"may change)"
-                )
-        return None
+        return load_checkpoint(resume_from)  # every rank reads it (multi-node resume needs a shared folder)
 
     def _restore(self, ckpt) -> None:
-        load_hook_states(self.hooks, ckpt.hooks, str(ckpt.path))
-        self.model.load_state_dict({k: v.to(self.device) for k, v in ckpt.model_state.items()})
-        if ckpt.optimizer_state is not None:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
-        if ckpt.scheduler_state is not None:
-            self.schedule_start_epoch = int(ckpt.extra.get("schedule_start_epoch", 0))
-            self.scheduler = self._new_scheduler()
-            restore_scheduler(self.scheduler, ckpt.scheduler_state)
-        if ckpt.scaler_state:
-            self.scaler.load_state_dict(ckpt.scaler_state)
-        if ckpt.rng is not None:
-            restore_rng(ckpt.rng["tensors"], ckpt.rng["scalars"])
+        load_weights(self.model, {k: v.to(self.device) for k, v in ckpt.model_state.items()}, ckpt.path)
+        changed = self._changed
+        try:
+            load_hook_states(self.hooks, ckpt.hooks, str(ckpt.path))
+            if ckpt.optimizer_state is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer_state)
+            if ckpt.scheduler_state is not None:
+                self.schedule_start_epoch = int(ckpt.extra.get("schedule_start_epoch", 0))
+                self.scheduler = self._new_scheduler()
+                restore_scheduler(self.scheduler, ckpt.scheduler_state)
+            if "optim.lr" in changed:  # a lower learning rate, the remedy after a non-finite stop
+                old, new = changed["optim.lr"]
+                rescale_lr(self.scheduler, new / old)
+            if ckpt.scaler_state and self.scaler.is_enabled():
+                self.scaler.load_state_dict(ckpt.scaler_state)
+            if ckpt.rng is not None:
+                restore_rng(ckpt.rng["tensors"], ckpt.rng["scalars"])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"{ckpt.path}: cannot restore the training state: {err}") from None
         extra = ckpt.extra
         self.epoch = self._last_saved_epochs = ckpt.epoch
         self.global_step = ckpt.global_step
@@ -327,12 +283,10 @@ class Trainer:
         if self.is_main:
             # Forget what the killed process logged after its last checkpoint: those epochs run again.
             for name in ("metrics.jsonl", "events.jsonl"):
-                rows = [r for r in read_jsonl(self.run_dir / name) if r.get("epoch", 0) < ckpt.epoch]
-                (self.run_dir / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+                rundir.keep_rows_before(self.run_dir / name, ckpt.epoch)
         self._events = read_jsonl(self.run_dir / "events.jsonl") if self.is_main else []
-        self._pending_events.append(
-            ("resumed", {"from_epochs_done": ckpt.epoch, "global_step": ckpt.global_step})
-        )
+        resumed = {"from_epochs_done": ckpt.epoch, "global_step": ckpt.global_step}
+        self._pending_events.append(("resumed", {**resumed, "changed": changed} if changed else resumed))
 
     def _wrap(self) -> None:
         """The module the training step calls: the bare model, wrapped in DDP and/or torch.compile."""
@@ -349,12 +303,17 @@ class Trainer:
                 module = self.model
             find_unused = cfg.find_unused_parameters
             if find_unused is None:
-                # A dropped branch (stochastic depth) leaves its parameters without gradients.
-                find_unused = any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
+                # A dropped branch (stochastic depth) or a frozen layer leaves its parameters without gradients.
+                find_unused = self.finetune.active or any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
             module = dist_utils.wrap_ddp(module, self.device, find_unused)
         if cfg.compile:
             module = torch.compile(module)
         self._forward_train = module
+
+    @property
+    def epochs_saved(self) -> int:
+        """Finished epochs in the newest ``last`` checkpoint: where ``--resume`` continues."""
+        return self._last_saved_epochs
 
     def _new_scheduler(self):
         return make_scheduler(
@@ -413,8 +372,7 @@ class Trainer:
         record = {"kind": kind, "epoch": self.epoch, "global_step": self.global_step, **info}
         self._events.append(record)
         if self.is_main:
-            with open(self.run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(record, default=str) + "\n")
+            rundir.append_jsonl(self.run_dir / "events.jsonl", record)
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
@@ -478,6 +436,7 @@ class Trainer:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            self.release()
 
     def _log_start(self) -> None:
         spec = self.model.spec
@@ -528,9 +487,12 @@ class Trainer:
         self._log_metrics(metrics)
         self.epoch += 1
         last_epoch = self.epoch == cfg.train.epochs
+        save_last = self.epoch % cfg.output.checkpoint_every == 0 or last_epoch
+        if save_last or (improved and cfg.output.keep_best):
+            self._check_state_finite()
         if improved and cfg.output.keep_best:
             self._save(self.run_dir / BEST)
-        if self.epoch % cfg.output.checkpoint_every == 0 or last_epoch:
+        if save_last:
             self._save(self.run_dir / LAST)
             self._last_saved_epochs = self.epoch
 
@@ -538,6 +500,10 @@ class Trainer:
         """One pass over the rank's shard; returns (mean loss, accuracy, images) over all ranks."""
         module = self._forward_train
         module.train()
+        changed = self.finetune.apply(self.model, self.epoch)  # frozen batch norms back to eval mode
+        if changed:
+            self.event("freeze", state=changed)
+            self.progress.log(changed)
         cfg = self.config.train
         self.progress.start_epoch(self.epoch, cfg.epochs, self.steps_per_epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -592,29 +558,42 @@ class Trainer:
         """Stop on a non-finite loss (of global step ``step``); else show progress (``done`` steps)."""
         value = loss.item()
         if not np.isfinite(value):
-            kept = (
-                f"the last good checkpoint is {self.run_dir / LAST} (after {self._last_saved_epochs} "
-                f"epoch(s)), use --resume after fixing the config"
-                if self._last_saved_epochs
-                else "no checkpoint had been written yet"
-            )
             self.event("non_finite_loss", loss=value, step=step)
             raise NonFiniteLoss(
-                f"non-finite loss ({value}) at epoch {self.epoch + 1}, global step {step}: training "
-                f"stopped; {kept}. Lower optim.lr, set train.grad_clip or use "
-                f"train.precision: fp32."
+                f"non-finite loss ({value}) at epoch {self.epoch + 1}, global step {step}: {self._stopped()}"
             )
         if self.progress.mode != "none":
             self.progress.update(done, value, correct.item() / max(seen, 1), seen)
         if self._writer is not None:
             self._writer.add_scalar("train_loss_step", value, step)
 
+    def _check_state_finite(self) -> None:
+        """Never checkpoint NaN/inf weights or buffers (BN statistics can overflow while the loss is finite)."""
+        bad = first_non_finite(self.model.state_dict())
+        if bad is not None:
+            self.event("non_finite_state", tensor=bad)
+            raise NonFiniteLoss(
+                f"non-finite values in {bad!r} after epoch {self.epoch}: no checkpoint written; "
+                f"{self._stopped()}"
+            )
+
+    def _stopped(self) -> str:
+        kept = (
+            f"the last good checkpoint is {self.run_dir / LAST} (after {self._last_saved_epochs} "
+            f"epoch(s)), use --resume after fixing the config"
+            if self._last_saved_epochs
+            else "no checkpoint had been written yet"
+        )
+        return (
+            f"training stopped; {kept}. Lower optim.lr, set train.grad_clip or use train.precision: fp32 "
+            f"(--resume accepts these changes)."
+        )
+
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
         self.progress.end_epoch(epoch_line(metrics, self.config.train.epochs))
         if not self.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        rundir.append_jsonl(self.run_dir / "metrics.jsonl", metrics)
         if self._writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, int | float):
@@ -624,6 +603,15 @@ class Trainer:
     def _save(self, path: Path) -> None:
         if not self.is_main:
             return
+        try:
+            self._write_checkpoint(path)
+        except OSError as err:
+            raise TrainingError(
+                f"cannot write the checkpoint {path}: {err.strerror or err}; the previous checkpoint is kept "
+                f"(free space or fix the folder's permissions, then --resume)"
+            ) from None
+
+    def _write_checkpoint(self, path: Path) -> None:
         save_checkpoint(
             path,
             model=self.model,
@@ -634,6 +622,7 @@ class Trainer:
             global_step=self.global_step,
             rng=capture_rng(self.device.type == "cuda"),
             hooks=hook_states(self.hooks),
+            preprocess=self.preprocess,
             extra={
                 "best_val_accuracy": self.best_val_accuracy,
                 "best_epoch": self.best_epoch,
@@ -678,8 +667,8 @@ class Trainer:
             hook.on_train_end(self, summary)
         log_hparams(self._writer, self.config, summary, self.global_step)
         if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-            save_model_file(self.model, self.run_dir / FINAL_MODEL)
+            rundir.write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+            save_model_file(self.model, self.run_dir / FINAL_MODEL, preprocess=self.preprocess)
             write_report(
                 self.run_dir, summary, read_jsonl(self.run_dir / "metrics.jsonl"), self._events
             )
@@ -687,8 +676,14 @@ class Trainer:
         summary["report"] = str(self.run_dir / "report.md")
         return summary
 
+    def release(self) -> None:
+        """Unlock the run folder (the run is over: finished, stopped or abandoned)."""
+        if self._run is not None:
+            self._run.lock.release()
+
     def close(self) -> None:
-        """Leave the process group this trainer joined (torchrun runs)."""
+        """Unlock the run folder and leave the process group this trainer joined (torchrun runs)."""
+        self.release()
         if self._owns_process_group:
             dist_utils.cleanup()
 

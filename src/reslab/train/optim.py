@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..build import CLASSIFIER
 from .config import OptimConfig, ScheduleConfig
 
 # Modules whose weights are scale/shift parameters, not filters: no weight decay under no_decay_bn_bias.
@@ -26,26 +27,43 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
     """Split parameters into a decayed group and a non-decayed one (normalisation parameters and biases).
 
     Groups are in ``model.named_parameters()`` order and named (``group_name``), so optimizer state can be
-    matched to parameters by position when a checkpoint is loaded.
+    matched to parameters by position when a checkpoint is loaded. Frozen parameters (``requires_grad``
+    false) are included: optimizers skip parameters without a gradient, and they train once unfrozen.
     """
     if not no_decay_bn_bias:
-        params = [p for p in model.parameters() if p.requires_grad]
-        return [{"params": params, "weight_decay": weight_decay, "group_name": "all"}]
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay, "group_name": "all"}]
     no_decay_ids = set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if isinstance(module, NORM_TYPES) or name == "bias":
                 no_decay_ids.add(id(param))
-    decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids]
-    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) in no_decay_ids]
+    decay = [p for p in model.parameters() if id(p) not in no_decay_ids]
+    no_decay = [p for p in model.parameters() if id(p) in no_decay_ids]
     return [
         {"params": decay, "weight_decay": weight_decay, "group_name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "group_name": "no_decay"},
     ]
 
 
+def backbone_groups(model: nn.Module, groups: list[dict], lr: float, mult: float) -> list[dict]:
+    """Each group split into its classifier part and its backbone part, at ``lr * mult`` (``optim.
+    backbone_lr_mult``); the schedule scales both alike. Classifier groups come first, so the first group's
+    learning rate (the one logged) is the configured one."""
+    head_ids = {id(p) for p in getattr(model, CLASSIFIER).parameters()}
+    heads, backbones = [], []
+    for group in groups:
+        backbone = [p for p in group["params"] if id(p) not in head_ids]
+        head = [p for p in group["params"] if id(p) in head_ids]
+        heads.append({**group, "params": head, "group_name": f"head_{group['group_name']}"})
+        backbones.append({**group, "params": backbone, "lr": lr * mult,
+                          "group_name": f"backbone_{group['group_name']}"})
+    return heads + backbones
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias)
+    if cfg.backbone_lr_mult != 1.0:
+        groups = backbone_groups(model, groups, cfg.lr, cfg.backbone_lr_mult)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
@@ -128,8 +146,19 @@ def restore_scheduler(scheduler: LambdaLR, position: dict) -> None:
         group["lr"] = lr
 
 
+def rescale_lr(scheduler: LambdaLR, factor: float) -> None:
+    """Multiply the schedule's base learning rates by ``factor`` from the current step on (a resumed run
+    given a lower ``optim.lr``)."""
+    scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = group["initial_lr"] * factor
+    restore_scheduler(scheduler, {"last_epoch": scheduler.last_epoch})
+
+
 __all__ = [
+    "backbone_groups",
     "lr_factor_fn",
+    "rescale_lr",
     "make_optimizer",
     "make_scheduler",
     "param_groups",

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
+from ..io import atomic_write  # noqa: E402
+
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The complete JSON lines of a file (a line cut short by a crash is skipped)."""
@@ -58,7 +60,7 @@ def plot_metrics(metrics: Sequence[Mapping[str, Any]], out_dir: str | Path) -> d
             ax.legend()
         fig.tight_layout()
         path = out_dir / f"{name}.png"
-        fig.savefig(path)
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
         plt.close(fig)
         plots[name] = path
     return plots
@@ -114,7 +116,7 @@ def write_report(
             epoch = e["epoch"] + 1 if isinstance(e.get("epoch"), int) else e.get("epoch")
             lines.append(f"- epoch {epoch}: **{e.get('kind')}** {info}")
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     return path
 
 
