@@ -287,10 +287,11 @@ def test_real_cifar10_decodes_once_then_loads_from_cache(cifar10_jpg_slice, monk
     ],
     ids=["labels_99", "labels_shuffled", "one_image_short", "wrong_shape", "foreign_skipped"],
 )
-def test_a_damaged_decode_cache_is_decoded_again(tmp_path, write_image, damage):
+def test_a_damaged_decode_cache_is_decoded_again(tmp_path, write_image, damage, monkeypatch):
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
     make_folder(tmp_path, write_image, {"train": 3, "test": 1})
     first = load_data(cfg(tmp_path))
-    (path,) = tmp_path.glob(".reslab_cache_train_*.pt")
+    (path,) = (tmp_path / "cache").glob("decoded_*_train_*.pt")
     payload = torch.load(path, weights_only=True)
     damage(payload)
     torch.save(payload, path)
