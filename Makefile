@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,deploy]'
 	touch $(STAMP)
 
+# --overwrite: `make demo` run again replaces the demo's run folder (runs/digits_resnet8) instead of refusing.
 demo: venv
-	$(VENV)/bin/reslab train
+	$(VENV)/bin/reslab train --overwrite
 
 test: venv
 	$(PY) -m ruff check src tests benchmarks

@@ -19,6 +19,18 @@ CIFAR10_JPG_TAR = SHARED_DATA / "cifar10-jpg" / "cifar10-jpg.tar.gz"
 
 
 @pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reslab_cache")
+
+
+@pytest.fixture(autouse=True)
+def reslab_cache(_session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Decode caches go to one folder per test session, never into the user's ~/.cache."""
+    monkeypatch.setenv("RESLAB_CACHE", str(_session_cache))
+    return _session_cache
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` next to the repository (the real MNIST and CIFAR-10 files)."""
     if not SHARED_DATA.is_dir():

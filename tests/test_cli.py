@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 
 import pytest
 
 from reslab import cli
-from reslab.train import Hook
+from reslab.train import Hook, plugins
 from reslab.train import config as config_module
 
 TINY = [
@@ -57,7 +58,7 @@ def test_train_writes_every_run_file(trained_run):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert f"report: {run / 'report.md'}" in stdout
-    assert "epoch 1/2 step 1/4 loss" in stdout  # plain progress lines when stdout is not a terminal
+    assert "epoch 1/2 step 1/4 epoch eta" in stdout  # plain progress lines when stdout is not a terminal
 
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]
@@ -82,7 +83,9 @@ def test_tensorboard_holds_the_epoch_scalars(trained_run):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert {"train_loss", "val_acc", "lr"} <= set(events.Tags()["scalars"])
-    assert [s.step for s in events.Scalars("train_loss")] == [0, 1]
+    # Epoch metrics sit at their epoch's last global step (4 steps per epoch here), beside the epoch (from 1).
+    assert [s.step for s in events.Scalars("train_loss")] == [4, 8]
+    assert [s.value for s in events.Scalars("epoch")] == [1, 2]
 
 
 def test_train_again_without_resume_is_refused(trained_run, capsys):
@@ -126,8 +129,20 @@ def test_eval_of_a_missing_file_is_one_clear_error(tmp_path, capsys):
     assert "nope.safetensors: no such file" in capsys.readouterr().err
 
 
-def test_models_lists_the_zoo_with_costs(capsys):
-    assert cli.main(["models", "resnet2*", "--input-size", "1,28,28"]) == 0
+def test_models_lists_the_zoo_with_costs(capsys, monkeypatch):
+    import reslab.profile
+
+    # Listing builds nothing; each family shows its own input and classes.
+    monkeypatch.setattr(reslab.profile, "profile", lambda *a: pytest.fail("profiled without --profile"))
+    assert cli.main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert len(rows) == 66 and rows["resnet50"] == ["3x224x224", "1000"] and rows["wrn28_10"] == ["3x32x32", "10"]
+    monkeypatch.undo()
+    # --profile measures each at its natural size: resnet50 is torchvision's 25.56 M parameters, 4.09 G MACs.
+    assert cli.main(["models", "resnet50", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "3x224x224" in out and "25.56 M" in out and "4.09 G" in out
+    assert cli.main(["models", "resnet2*", "--profile", "--input-size", "1,28,28", "--num-classes", "10"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "269.43 k" in out and "1x28x28" in out
     assert cli.main(["models", "nothing*"]) == 1
@@ -183,7 +198,7 @@ def test_optional_sections_are_handed_to_their_package(tmp_path, monkeypatch):
     monkeypatch.setitem(config_module.EXTRA_SECTIONS, "broken", "no_such_reslab_module")
     config_path.write_text("broken: {}\n")
     with pytest.raises(config_module.ConfigError, match="broken: this section needs no_such_reslab_module"):
-        cli.extra_hooks(config_module.load_config(config_path))
+        plugins.extra_hooks(config_module.load_config(config_path))
 
 
 def test_resume_a_run_folder_to_extend_it(tmp_path, capsys):
@@ -199,3 +214,27 @@ def test_resume_a_run_folder_to_extend_it(tmp_path, capsys):
     assert "--resume: optim.lr is 0.5 but the run" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     assert "no config.yaml there" in capsys.readouterr().err
+
+
+def test_help_and_parsers_do_not_import_torch():
+    # `reslab --help` answers at once: the commands import torch when they run, not when the parser is built.
+    code = (
+        "import sys, contextlib, io\n"
+        "from reslab import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    cli.main(['--help'])\n"
+        "assert 'train' in out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'matplotlib') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_lazy_package_attributes_are_the_exported_objects():
+    import reslab
+    import reslab.build  # the submodule of the same name must not replace the function
+
+    assert callable(reslab.build) and reslab.build.__module__ == "reslab.build"
+    assert reslab.create_model("resnet8", num_classes=3).spec.num_classes == 3
+    with pytest.raises(AttributeError, match="no_such_name"):
+        reslab.no_such_name  # noqa: B018

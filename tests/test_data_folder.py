@@ -150,10 +150,14 @@ def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path, write_image):
 
 
 def test_decode_cache_is_written_reused_and_invalidated(tmp_path, write_image, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESLAB_CACHE", str(cache))
     make_folder(tmp_path, write_image, {"train": 3, "test": 1})
     first = load_data(cfg(tmp_path))
-    caches = sorted(p.name for p in tmp_path.glob(".reslab_cache_*.pt"))
+    caches = sorted(p.name for p in cache.glob("decoded_*.pt"))
     assert [n.split("_")[2] for n in caches] == ["test", "train"]
+    # The dataset's folder is left as it was: nothing hidden is written beside the images.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "test", "train"]
 
     real_decode = load_module.decode_all
     monkeypatch.setattr(load_module, "decode_all", lambda *a, **k: pytest.fail("decoded despite a current cache"))
@@ -167,21 +171,26 @@ def test_decode_cache_is_written_reused_and_invalidated(tmp_path, write_image, m
     os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
     third = load_data(cfg(tmp_path, val_fraction=0))
     assert torch.equal(third.train.images[-2], pattern(7, 7))
-    after = sorted(p.name for p in tmp_path.glob(".reslab_cache_*.pt"))
+    after = sorted(p.name for p in cache.glob("decoded_*.pt"))
     assert len(after) == 2 and after[0] == caches[0] and after[1] != caches[1]  # stale train cache removed
 
 
-def test_read_only_root_falls_back_to_reslab_cache(tmp_path, write_image, monkeypatch):
-    root = make_folder(tmp_path / "data", write_image, {"train": 2, "test": 1})
-    fallback = tmp_path / "cache"
-    monkeypatch.setenv("RESLAB_CACHE", str(fallback))
-    real_access = os.access
-    # Tests run as root, for whom chmod does not make a folder read-only; deny the write check instead.
-    monkeypatch.setattr(cache_module.os, "access", lambda p, mode: False if p == root else real_access(p, mode))
-    load_data(cfg(root))
-    assert not list(root.glob(".reslab_cache_*")) and len(list(fallback.glob(".reslab_cache_*.pt"))) == 2
-    monkeypatch.setattr(load_module, "decode_all", lambda *a, **k: pytest.fail("fallback cache not used"))
-    assert len(load_data(cfg(root, val_fraction=0)).train) == 6
+def test_cache_folder_defaults_to_the_user_cache_and_follows_reslab_cache(tmp_path, write_image, monkeypatch):
+    monkeypatch.delenv("RESLAB_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_module.cache_dir() == tmp_path / "home" / ".cache" / "reslab"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_module.cache_dir() == tmp_path / "xdg" / "reslab"
+    # Two dataset folders with the same layout share the cache folder without overwriting each other.
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
+    one = make_folder(tmp_path / "one", write_image, {"train": 2, "test": 1})
+    two = make_folder(tmp_path / "two", write_image, {"train": 2, "test": 1})
+    load_data(cfg(one))
+    load_data(cfg(two))
+    assert len(list((tmp_path / "cache").glob("decoded_*.pt"))) == 4
+    monkeypatch.setattr(load_module, "decode_all", lambda *a, **k: pytest.fail("cache not used"))
+    assert len(load_data(cfg(one, val_fraction=0)).train) == 6
 
 
 def batches_of(split, **kw):
@@ -257,11 +266,10 @@ def test_real_cifar10_slice(cifar10_jpg_slice):
 
 
 @pytest.mark.xdist_group("cifar10_jpg")
-def test_real_cifar10_decodes_once_then_loads_from_cache(cifar10_jpg_slice, monkeypatch):
-    for old in cifar10_jpg_slice.glob(".reslab_cache_*"):
-        old.unlink()
+def test_real_cifar10_decodes_once_then_loads_from_cache(cifar10_jpg_slice, monkeypatch, tmp_path):
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path))
     bundle = load_data(cfg(cifar10_jpg_slice))
-    assert len(list(cifar10_jpg_slice.glob(".reslab_cache_*.pt"))) == 2
+    assert len(list(tmp_path.glob("decoded_*.pt"))) == 2
     monkeypatch.setattr(load_module, "decode_all", lambda *a, **k: pytest.fail("decoded despite a current cache"))
     again = load_data(cfg(cifar10_jpg_slice))
     assert torch.equal(again.test.images, bundle.test.images)
@@ -279,10 +287,11 @@ def test_real_cifar10_decodes_once_then_loads_from_cache(cifar10_jpg_slice, monk
     ],
     ids=["labels_99", "labels_shuffled", "one_image_short", "wrong_shape", "foreign_skipped"],
 )
-def test_a_damaged_decode_cache_is_decoded_again(tmp_path, write_image, damage):
+def test_a_damaged_decode_cache_is_decoded_again(tmp_path, write_image, damage, monkeypatch):
+    monkeypatch.setenv("RESLAB_CACHE", str(tmp_path / "cache"))
     make_folder(tmp_path, write_image, {"train": 3, "test": 1})
     first = load_data(cfg(tmp_path))
-    (path,) = tmp_path.glob(".reslab_cache_train_*.pt")
+    (path,) = (tmp_path / "cache").glob("decoded_*_train_*.pt")
     payload = torch.load(path, weights_only=True)
     damage(payload)
     torch.save(payload, path)

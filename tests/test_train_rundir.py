@@ -109,7 +109,7 @@ class BlowUpBN(Hook):
 def test_non_finite_buffers_never_reach_a_checkpoint(tmp_path):
     # Issue 20.2: the guard checked the loss only; 'last' ended up holding inf BN running variances.
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLoss, match=r"non-finite values in 'layer1\.0\.bn1\.running_var' after epoch 1"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite values in 'layer1\.0\.bn1\.running_var' after epoch 2"):
         Trainer(tiny("train.epochs=3"), [BlowUpBN(1)], run_dir=run).fit()
     ckpt = load_checkpoint(run / "last.safetensors")  # refuses non-finite weights itself
     assert ckpt.epoch == 1
@@ -262,7 +262,7 @@ def test_ctrl_c_says_which_checkpoint_is_kept(tmp_path, monkeypatch, capsys):
     args = ["train", "--out", str(tmp_path), "--set", "name=c", *[a for s in TINY for a in ("--set", s)]]
     assert cli.main([*args, "--set", "train.epochs=3"]) == 130
     err = capsys.readouterr().err
-    assert err == (f"reslab train: interrupted: its checkpoint after epoch 1 is kept (the partial epoch is not "
+    assert err == (f"reslab train: interrupted: its checkpoint after epoch 2 is kept (the partial epoch is not "
                    f"saved); continue with reslab train --resume {tmp_path / 'c'}\n")
     monkeypatch.undo()
     assert cli.main(["train", "--resume", str(tmp_path / "c")]) == 0

@@ -13,38 +13,39 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Only argparse and the commands' parsers load here: each command imports what it needs (torch included)
+# when it runs, so `reslab --help` and a mistyped command answer at once.
 from .analysis.cli import register as register_analyze
 from .builder.cli import register as register_build
-from .data import DataError
-from .data.folder import IMAGE_EXTENSIONS
-from .data.preprocess import Preprocess
 from .deploy.cli import register as register_deploy
-from .deploy.errors import DeployError
-from .io import CheckpointError, read_preprocess
-from .spec import SpecError
-from .train.config import (
-    Config,
-    ConfigError,
-    checkpoint_config,
-    config_from_dict,
-    describe_schema,
-    load_config,
-)
-from .train.plugins import extra_hooks
-from .train.rundir import Terminated, TrainingError, saved_config, sigterm_as_interrupt
 
-# Errors that are the user's input, shown as one line without a traceback.
-USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, TrainingError, DeployError)
+if TYPE_CHECKING:
+    from .train.config import Config
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's input, shown as one line without a traceback."""
+    from .data import DataError
+    from .deploy.errors import DeployError
+    from .io import CheckpointError
+    from .spec import SpecError
+    from .train.config import ConfigError
+    from .train.rundir import TrainingError
+
+    return (ConfigError, DataError, SpecError, CheckpointError, TrainingError, DeployError)
 
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from."""
 
     def __init__(self, trainer, stop: KeyboardInterrupt) -> None:
+        from .train.rundir import Terminated
+
         done = trainer.epochs_saved
         kept = (
-            f"its checkpoint after epoch {done - 1} is kept (the partial epoch is not saved); continue with "
+            f"its checkpoint after epoch {done} is kept (the partial epoch is not saved); continue with "
             f"reslab train --resume {trainer.run_dir}"
             if done
             else "no checkpoint had been written yet"
@@ -57,7 +58,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import config_from_dict, describe_schema, load_config
     from .train.engine import Trainer
+    from .train.plugins import extra_hooks
+    from .train.rundir import saved_config, sigterm_as_interrupt
 
     if args.help_config:
         print(describe_schema())
@@ -101,6 +105,7 @@ def contract_data(preprocess, data, config: Config):
     from dataclasses import replace
 
     from .data import AugmentConfig, BatchTransform, load_data
+    from .train.config import ConfigError
 
     names = [str(c) for c in data.class_names]
     if names != list(preprocess.class_names):
@@ -120,16 +125,19 @@ def contract_data(preprocess, data, config: Config):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_data
+    from .data.preprocess import Preprocess
+    from .io import read_preprocess
     from .train.checkpoint import load_model
+    from .train.config import ConfigError, checkpoint_config
     from .train.distributed import resolve_device
-    from .train.engine import predict, resolve_precision
+    from .train.engine import predict
     from .train.report import confusion_matrix, plot_confusion
 
     checkpoint = Path(args.checkpoint)
     # The data settings default to those of the run the checkpoint came from (same val split, subsets).
     config = checkpoint_config(checkpoint, args.config, args.data, args.set or ())
     device = resolve_device(args.device or config.train.device)
-    precision = resolve_precision(config.train.precision, device)
+    precision = "fp32"  # as in training's evaluation: the accuracy must not depend on the CPU's bf16 units
     model = load_model(checkpoint, device)
     data = load_data(config.data, seed=config.seed)
     record = read_preprocess(checkpoint)
@@ -185,7 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .data.folder import IMAGE_EXTENSIONS
     from .predict import describe, image_files, load_for_prediction, predict_files, write_predictions
+    from .train.config import ConfigError
 
     if args.topk < 1:
         raise ConfigError(f"--topk: must be >= 1, got {args.topk}")
@@ -224,7 +235,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .profile import models_table
 
     try:
-        print(models_table(args.pattern, args.input_size, args.num_classes))
+        print(models_table(args.pattern, args.input_size, args.num_classes, measure=args.profile))
     except KeyError as err:
         print(f"reslab models: {err.args[0]}", file=sys.stderr)
         return 1
@@ -293,10 +304,16 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="also write the predictions to this .csv or .json file")
     pr.set_defaults(func=cmd_predict)
 
-    models = sub.add_parser("models", help="list zoo models with parameters and MACs")
+    models = sub.add_parser("models", help="list zoo models (--profile: parameters and MACs)")
     models.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'resnet*' or 'wrn*'")
-    models.add_argument("--input-size", type=parse_input_size, default=(3, 32, 32), metavar="C,H,W")
-    models.add_argument("--num-classes", type=int, default=10)
+    models.add_argument(
+        "--profile", action="store_true", help="build and measure each model: parameters, MACs, activations"
+    )
+    models.add_argument(
+        "--input-size", type=parse_input_size, metavar="C,H,W",
+        help="input to profile at (default: each family's own: 224 px for ImageNet ResNets, 32 px for CIFAR ones)",
+    )
+    models.add_argument("--num-classes", type=int, help="classes (default: 1000 for ImageNet ResNets, else 10)")
     models.set_defaults(func=cmd_models)
 
     register_analyze(sub)  # reslab analyze lesion|paths|linearize|compare
@@ -310,17 +327,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
-        print(f"reslab {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # a full disk, a read-only folder: the operation and the path, not a traceback
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"reslab {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if isinstance(err, user_errors()):
+            print(f"reslab {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        if isinstance(err, OSError):  # a full disk, a read-only folder: the operation and the path
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"reslab {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+            return 1
+        raise
     except Interrupted as stop:
         print(f"reslab {args.command}: {stop}", file=sys.stderr)
         return stop.signal_exit
     except KeyboardInterrupt as stop:
+        from .train.rundir import Terminated
+
         print(f"reslab {args.command}: {'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}",
               file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130

@@ -61,22 +61,29 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f} {unit}".rstrip()
 
 
-def models_table(pattern: str | None = None, input_size: tuple[int, int, int] = (3, 32, 32),
-                 num_classes: int | None = None) -> str:
-    """A text table of zoo models with their parameters, MACs and activation memory at ``input_size``."""
-    from .zoo import create_model, list_models
+def models_table(pattern: str | None = None, input_size: tuple[int, int, int] | None = None,
+                 num_classes: int | None = None, *, measure: bool = False) -> str:
+    """A text table of zoo models: each one's natural input and classes (224 px / 1000 classes for ImageNet
+    ResNets, 32 px / 10 for the CIFAR families) or ``input_size`` / ``num_classes``; with ``measure``, also
+    its parameters, MACs and activation memory (builds and runs every model: seconds each)."""
+    from .zoo import create_model, list_models, model_spec, natural_input
 
     names = list_models(pattern)
     if not names:
         raise KeyError(f"no registered model matches {pattern!r}")
-    rows = [("model", "params", "MACs", "FLOPs (2xMACs)", "activations")]
+    rows = [("model", "input", "classes") + (("params", "MACs", "FLOPs (2xMACs)", "activations") if measure else ())]
     for name in names:
-        model = create_model(name, in_chans=input_size[0], num_classes=num_classes)
-        p = profile(model, input_size)
-        rows.append((name, human(p.params), human(p.macs), human(p.flops), human(p.activation_bytes, "B")))
+        spec = model_spec(name)
+        size = input_size or natural_input(spec)
+        classes = num_classes or spec.num_classes
+        row = (name, "x".join(map(str, size)), str(classes))
+        if measure:
+            p = profile(create_model(name, in_chans=size[0], num_classes=classes), size)
+            row += (human(p.params), human(p.macs), human(p.flops), human(p.activation_bytes, "B"))
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    size = "x".join(str(s) for s in input_size)
-    return "\n".join(lines) + f"\n(one {size} image; MACs of convolutions and linear layers)"
+    note = "one image; MACs of convolutions and linear layers" if measure else "--profile adds params and MACs"
+    return "\n".join(lines) + f"\n({note})"

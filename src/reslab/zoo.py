@@ -200,6 +200,12 @@ def model_spec(name: str) -> NetSpec:
                    f"each also as plain_<name>)")
 
 
+def natural_input(spec: NetSpec) -> tuple[int, int, int]:
+    """(C, H, W) of the images a zoo family was designed for: 224 px after an ImageNet stem, else 32 px (CIFAR)."""
+    side = 224 if spec.stem.kind == "conv7_maxpool" else 32
+    return (spec.in_chans, side, side)
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names (and their plain twins), optionally filtered by a shell-style pattern."""
     names = REGISTERED + [f"plain_{n}" for n in REGISTERED]

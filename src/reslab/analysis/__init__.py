@@ -10,23 +10,26 @@
   and runs them all, ``report`` draws the plots and writes the report, ``cli`` is ``reslab analyze``.
 """
 
-from .compare import compare, twin_configs
-from .effective_depth import (
-    BlockNorm,
-    DepthSnapshot,
-    PathOutput,
-    branch_norms,
-    measure_depth,
-    output_by_path_length,
+from ..lazy import lazy_exports
+
+# Imported on first use: `reslab --help` and the other commands' parsers do not load torch.
+lazy_exports(
+    __name__,
+    {
+        ".compare": ["compare", "twin_configs"],
+        ".effective_depth": [
+            "BlockNorm", "DepthSnapshot", "PathOutput", "branch_norms", "measure_depth", "output_by_path_length"
+        ],
+        ".errors": ["AnalysisError"],
+        ".evaluate": ["accuracy", "as_batches"],
+        ".lesion": ["LesionResult", "lesion_kind", "lesion_pool", "lesion_study", "lesioned", "remove_blocks"],
+        ".linearize": ["LeakyUnit", "LinearizableNet", "LinearizeConfig", "LinearizeResult", "linearization_study"],
+        ".paths": ["PathGradient", "gradient_by_path_length", "path_length_counts", "path_length_distribution"],
+        ".report": ["write_report"],
+        ".studies": ["RunStudies", "StudyOptions", "run_studies"],
+        ".tracking": ["EffectiveDepthHook", "make_hook"],
+    },
 )
-from .errors import AnalysisError
-from .evaluate import accuracy, as_batches
-from .lesion import LesionResult, lesion_kind, lesion_pool, lesion_study, lesioned, remove_blocks
-from .linearize import LeakyUnit, LinearizableNet, LinearizeConfig, LinearizeResult, linearization_study
-from .paths import PathGradient, gradient_by_path_length, path_length_counts, path_length_distribution
-from .report import write_report
-from .studies import RunStudies, StudyOptions, run_studies
-from .tracking import EffectiveDepthHook, make_hook
 
 __all__ = [
     "AnalysisError", "BlockNorm", "DepthSnapshot", "EffectiveDepthHook", "LeakyUnit", "LesionResult",

@@ -137,7 +137,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from .compare import compare
 
-    config = load_config(args.config, list(args.set or []))
+    overrides = list(args.set or [])
+    if args.data is not None:
+        overrides.append(f"data.name={args.data}")
+    config = load_config(args.config, overrides)
     out_dir = Path(args.out) if args.out else Path("runs") / f"compare_{config.data.name}_{config.model.name}"
     report = compare(config, args.seeds, out_dir, studies=args.studies, options=study_options(args),
                      probe_images=args.probe_images, reuse=not args.no_reuse)
@@ -177,6 +180,7 @@ def register(subparsers) -> None:
                            "each seed, run the studies on both, and write one report.")
     p.add_argument("--config", "-c", type=Path, help="training config (YAML); default: built-in defaults")
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--data", help="dataset name (data.name), as in reslab train --set data.name=...")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--studies", nargs="+", choices=SINGLE_STUDIES, default=list(SINGLE_STUDIES))
     p.add_argument("--probe-images", type=int, default=32, help="images for effective depth in training")

@@ -10,10 +10,20 @@ The structural edits it makes (insert / delete blocks, cut / widen channels, wit
 carry) and the channel groups live one layer down, in ``reslab.edit``.
 """
 
-from .config import ResBuilderConfig, ResBuilderConfigError
-from .hook import FOUND_SPEC, ResBuilderHook, make_hook
-from .penalties import WidthPenalty, block_strengths, branch_gain, layer_lasso, removable_blocks, shrink_blocks
-from .schedule import Schedule, choose_insertion, insertion_points, make_schedule
+from ..lazy import lazy_exports
+
+# Imported on first use: `reslab --help` and the other commands' parsers do not load torch.
+lazy_exports(
+    __name__,
+    {
+        ".config": ["ResBuilderConfig", "ResBuilderConfigError"],
+        ".hook": ["FOUND_SPEC", "ResBuilderHook", "make_hook"],
+        ".penalties": [
+            "WidthPenalty", "block_strengths", "branch_gain", "layer_lasso", "removable_blocks", "shrink_blocks"
+        ],
+        ".schedule": ["Schedule", "choose_insertion", "insertion_points", "make_schedule"],
+    },
+)
 
 __all__ = [
     "FOUND_SPEC", "ResBuilderConfig", "ResBuilderConfigError", "ResBuilderHook", "Schedule", "WidthPenalty",

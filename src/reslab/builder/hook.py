@@ -86,7 +86,7 @@ class ResBuilderHook(Hook):
         if epochs <= last:
             raise ResBuilderConfigError(
                 f"train.epochs: {epochs} would end this run inside ResBuilder's search, which was scheduled "
-                f"when the run started to end with epoch {last}; resume with train.epochs > {last}")
+                f"when the run started to end with epoch {last + 1}; resume with train.epochs > {last}")
         try:
             derived = make_schedule(self.config, epochs)
         except ResBuilderConfigError:

@@ -2,9 +2,9 @@
 
 The cache file holds plain tensors and strings (``torch.save``; read back with ``weights_only=True``, which
 cannot run code) and is keyed by the file list with sizes and modification times plus the decode settings:
-any added, removed or rewritten image gives a new key. It is written next to the images
-(``<root>/.reslab_cache_<part>_<key>.pt``) or, when that folder is read-only, under ``$RESLAB_CACHE``
-(default ``~/.cache/reslab``).
+any added, removed or rewritten image gives a new key. It is written under the user's cache folder,
+``$RESLAB_CACHE`` (default ``$XDG_CACHE_HOME/reslab``, else ``~/.cache/reslab``), never into the dataset's
+folder, which may be shared or read-only.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import torch
 from .folder import FolderPart
 
 CACHE_FORMAT = 1
-PREFIX = ".reslab_cache_"
+PREFIX = "decoded_"
 
 
-def fallback_dir() -> Path:
-    return Path(os.environ.get("RESLAB_CACHE") or Path.home() / ".cache" / "reslab")
+def cache_dir() -> Path:
+    """Where reslab keeps caches: ``$RESLAB_CACHE``, else ``$XDG_CACHE_HOME/reslab``, else ``~/.cache/reslab``."""
+    if os.environ.get("RESLAB_CACHE"):
+        return Path(os.environ["RESLAB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reslab"
 
 
 def cache_key(part: FolderPart, settings: dict[str, Any]) -> str:
@@ -42,12 +45,9 @@ def cache_key(part: FolderPart, settings: dict[str, Any]) -> str:
 
 
 def _candidates(part: FolderPart, key: str) -> list[Path]:
-    # In the fallback folder the absolute location is part of the name, as many roots share that folder.
+    # The absolute location is part of the name, as many dataset folders share the cache folder.
     where = hashlib.sha256(str(part.root.resolve()).encode()).hexdigest()[:12]
-    return [
-        part.root / f"{PREFIX}{part.name}_{key}.pt",
-        fallback_dir() / f"{PREFIX}{where}_{part.name}_{key}.pt",
-    ]
+    return [cache_dir() / f"{PREFIX}{where}_{part.name}_{key}.pt"]
 
 
 def load_cached(

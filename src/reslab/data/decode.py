@@ -8,6 +8,8 @@ file, or skips it and records it when ``skip_bad_images`` is on.
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -165,17 +167,30 @@ def probe_images(paths: Sequence[str], skip_bad: bool) -> tuple[ImageReadMode, t
 
 
 def decode_all(
-    files: ImageFiles, *, num_workers: int, skip_bad: bool, desc: str
+    files: ImageFiles, *, num_workers: int, skip_bad: bool, desc: str, progress: str = "auto"
 ) -> tuple[Tensor, Tensor, list[str]]:
-    """Decode every file into one uint8 (N, C, H, W) tensor; returns (images, labels, skipped paths)."""
+    """Decode every file into one uint8 (N, C, H, W) tensor; returns (images, labels, skipped paths).
+
+    ``progress`` as ``train.progress``: ``bar`` (``auto`` on a terminal) draws a bar; ``plain`` (``auto``
+    in a log) prints a line before and after, with no carriage returns; ``none`` is silent.
+    """
     loader = DataLoader(files, batch_size=DECODE_BATCH, num_workers=num_workers, collate_fn=collate_decoded)
+    if progress == "auto":
+        progress = "bar" if sys.stdout.isatty() else "plain"
+    if len(files) < PROGRESS_FROM:
+        progress = "none"
+    if progress == "plain":
+        print(f"decoding {len(files)} images of {desc} (once: they are cached)", flush=True)
+    start = time.perf_counter()
     images, labels, skipped = [], [], []
     for batch_images, batch_labels, problems in tqdm(
-        loader, desc=desc, leave=False, disable=len(files) < PROGRESS_FROM
+        loader, desc=desc, leave=False, file=sys.stdout, disable=progress != "bar"
     ):
         record_problems(problems, skip_bad, skipped)
         images.append(batch_images)
         labels.append(batch_labels)
+    if progress == "plain":
+        print(f"decoded {len(files)} images of {desc} in {time.perf_counter() - start:.0f}s", flush=True)
     out = torch.cat(images) if images else torch.empty((0, *files.shape), dtype=torch.uint8)
     if len(out) == 0:
         raise DataError(f"no readable images among the {len(files)} files of {desc}")

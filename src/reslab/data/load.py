@@ -156,7 +156,7 @@ def _tensor_bundle(
 
 
 def _decode_folder(
-    cfg: DataConfig, layout: FolderLayout, files_of: dict[str, ImageFiles]
+    cfg: DataConfig, layout: FolderLayout, files_of: dict[str, ImageFiles], progress: str
 ) -> tuple[dict[str, Pool], dict[str, list[str]]]:
     """Every part of the folder as a uint8 tensor, from the disk cache when it is current."""
     pools, skipped = {}, {}
@@ -174,7 +174,11 @@ def _decode_folder(
                 )
         else:
             images, labels, part_skipped = decode_all(
-                files, num_workers=cfg.num_workers, skip_bad=cfg.skip_bad_images, desc=str(part.folder)
+                files,
+                num_workers=cfg.num_workers,
+                skip_bad=cfg.skip_bad_images,
+                desc=str(part.folder),
+                progress=progress,
             )
             store(part, key, images, labels, [os.path.relpath(p, part.folder) for p in part_skipped])
         pools[name] = (images, labels)
@@ -183,7 +187,7 @@ def _decode_folder(
     return pools, skipped
 
 
-def _load_folder(cfg: DataConfig, seed: int) -> DataBundle:
+def _load_folder(cfg: DataConfig, seed: int, progress: str) -> DataBundle:
     layout = scan_folder(cfg.data_dir)
     train_part = layout.parts.get("train", layout.parts.get("all"))
     mode, native_hw = probe_images(train_part.paths, cfg.skip_bad_images)
@@ -202,7 +206,7 @@ def _load_folder(cfg: DataConfig, seed: int) -> DataBundle:
         cfg.in_memory if cfg.in_memory is not None else total * math.prod(shape) <= IN_MEMORY_BUDGET_BYTES
     )
     if in_memory:
-        pools, skipped = _decode_folder(cfg, layout, files_of)
+        pools, skipped = _decode_folder(cfg, layout, files_of, progress)
         train = pools.get("train", pools.get("all"))
         return _tensor_bundle(
             cfg, seed, layout.class_names, train, pools.get("val"), pools.get("test"), skipped
@@ -250,13 +254,14 @@ def _load_folder(cfg: DataConfig, seed: int) -> DataBundle:
     )
 
 
-def load_data(cfg: DataConfig, *, seed: int = 0) -> DataBundle:
+def load_data(cfg: DataConfig, *, seed: int = 0, progress: str = "auto") -> DataBundle:
     """Load the dataset ``cfg`` describes.
 
     ``seed`` picks the carved val split and the per-class subsets (pass the same seed to get the same
-    ones); test splits and the digits train/test split are fixed and never depend on it.
+    ones); test splits and the digits train/test split are fixed and never depend on it. ``progress``
+    (``train.progress``'s values) shows a long first decode of an image folder.
     """
     if cfg.name == "imagefolder":
-        return _load_folder(cfg, seed)
+        return _load_folder(cfg, seed, progress)
     data = load_named(cfg)
     return _tensor_bundle(cfg, seed, data.class_names, data.train, data.val, data.test, {})

@@ -166,7 +166,10 @@ class OutputConfig:
     out_dir: str = option("runs", doc="runs are written to out_dir/name")
     checkpoint_every: int = option(1, at_least(1), "write the 'last' checkpoint every N epochs")
     keep_best: bool = option(True, doc="keep a 'best' checkpoint (highest val accuracy)")
-    tensorboard: bool = option(True, doc="write TensorBoard event files")
+    tensorboard: bool | None = option(
+        None, doc="write TensorBoard event files; null: when the tensorboard package is installed (pip install "
+        "'reslab[tensorboard]')"
+    )
 
 
 @dataclass

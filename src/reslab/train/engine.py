@@ -5,8 +5,8 @@ precision. Every epoch: train on the rank's shard, average BN statistics across 
 call the hooks, log a metrics line, write checkpoints. At the end: test accuracy, ``summary.json``, the
 final model and ``report.md``. Only rank 0 writes files.
 
-Epochs are numbered from 0 everywhere (``Trainer.epoch``, hook arguments, ``metrics.jsonl``, events);
-checkpoints store ``epochs_done``, the number of finished epochs.
+People read epochs from 1 (console, report.md); the API and files count from 0 (``Trainer.epoch``, hooks,
+``metrics.jsonl``, events); checkpoints store ``epochs_done``. Evaluation always runs in fp32 (CPU-independent).
 
 Repeatability: a fixed seed fixes the initialisation, the data order and augmentations (pure functions of
 (seed, epoch) in ``reslab.data``) and every RNG draw in the model (dropout, drop-path), whose generator
@@ -51,9 +51,10 @@ from .config import Config, ConfigError
 from .finetune import FineTune
 from .hooks import Hook, hook_states, load_hook_states
 from .optim import make_optimizer, make_scheduler, rescale_lr, restore_scheduler, scheduler_position
-from .progress import Progress
+from .progress import Progress, epoch_line
 from .report import read_jsonl, write_report
 from .rundir import BEST, FINAL_MODEL, LAST, NonFiniteLoss, TrainingError
+from .tblog import log_hparams, open_writer
 
 
 def seed_everything(seed: int) -> None:
@@ -162,7 +163,8 @@ class Trainer:
     def _set_up(self, checkpoint, data: DataBundle | None) -> None:
         config, cfg = self.config, self.config.train
         seed_everything(config.seed)
-        self.data = data if data is not None else load_data(config.data, seed=config.seed)
+        progress = cfg.progress if self.is_main else "none"
+        self.data = data if data is not None else load_data(config.data, seed=config.seed, progress=progress)
         self.steps_per_epoch = self.data.train.num_batches(
             self.local_batch, drop_last=cfg.drop_last, world_size=self.world_size
         )
@@ -380,8 +382,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for x, y in self._batches(split, self.config.train.eval_batch_size, train=False):
-            with autocast_context(self.precision, self.device):
-                logits = model(x)
+            logits = model(x)  # fp32: a reported accuracy must not depend on the CPU's bf16 units
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
@@ -416,12 +417,10 @@ class Trainer:
         start = time.perf_counter()
         self._start_time = start
         try:
-            if self.is_main and self.config.output.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
+            if self.is_main:
                 # On resume, drop the points the killed process logged after its last checkpoint.
-                self._writer = SummaryWriter(
-                    str(self.run_dir / "tensorboard"), purge_step=self.epoch if self.epoch else None
+                self._writer = open_writer(
+                    self.config.output.tensorboard, self.run_dir, self.global_step + 1 if self.epoch else None
                 )
             for kind, info in self._pending_events:
                 self.event(kind, **info)
@@ -442,7 +441,7 @@ class Trainer:
     def _log_start(self) -> None:
         spec = self.model.spec
         where = f"{self.world_size} processes, " if self.world_size > 1 else ""
-        state = f" (resuming after epoch {self.epoch - 1})" if self.epoch else ""
+        state = f" (resuming after epoch {self.epoch})" if self.epoch else ""
         self.progress.log(
             f"training {spec.name} on {self.data.name} ({len(self.data.train)} images, "
             f"{self.data.num_classes} classes) for {self.config.train.epochs} epochs on "
@@ -458,6 +457,7 @@ class Trainer:
         epoch = self.epoch
         for hook in self.hooks:
             hook.on_epoch_start(self, epoch)
+        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's first step's (the scheduler steps per step)
         epoch_start = time.perf_counter()
         train_loss, train_acc, images = self._train_epoch()
         train_time = time.perf_counter() - epoch_start
@@ -466,7 +466,7 @@ class Trainer:
         dist_utils.average_buffers(self.model)
         metrics: dict[str, Any] = {
             "epoch": epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "train_loss": train_loss,
             "train_acc": train_acc,
         }
@@ -562,10 +562,12 @@ class Trainer:
         if not np.isfinite(value):
             self.event("non_finite_loss", loss=value, step=step)
             raise NonFiniteLoss(
-                f"non-finite loss ({value}) at epoch {self.epoch}, global step {step}: {self._stopped()}"
+                f"non-finite loss ({value}) at epoch {self.epoch + 1}, global step {step}: {self._stopped()}"
             )
         if self.progress.mode != "none":
             self.progress.update(done, value, correct.item() / max(seen, 1), seen)
+        if self._writer is not None:
+            self._writer.add_scalar("train_loss_step", value, step)
 
     def _check_state_finite(self) -> None:
         """Never checkpoint NaN/inf weights or buffers (BN statistics can overflow while the loss is finite)."""
@@ -573,7 +575,7 @@ class Trainer:
         if bad is not None:
             self.event("non_finite_state", tensor=bad)
             raise NonFiniteLoss(
-                f"non-finite values in {bad!r} after epoch {self.epoch - 1}: no checkpoint written; "
+                f"non-finite values in {bad!r} after epoch {self.epoch}: no checkpoint written; "
                 f"{self._stopped()}"
             )
 
@@ -590,15 +592,14 @@ class Trainer:
         )
 
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
-        line = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        self.progress.end_epoch(line)
+        self.progress.end_epoch(epoch_line(metrics, self.config.train.epochs))
         if not self.is_main:
             return
         rundir.append_jsonl(self.run_dir / "metrics.jsonl", metrics)
         if self._writer is not None:
             for key, value in metrics.items():
-                if key != "epoch" and isinstance(value, int | float):
-                    self._writer.add_scalar(key, value, metrics["epoch"])
+                if isinstance(value, int | float):
+                    self._writer.add_scalar(key, value + (key == "epoch"), self.global_step)  # epoch from 1
             self._writer.flush()
 
     def _save(self, path: Path) -> None:
@@ -666,15 +667,14 @@ class Trainer:
         }
         for hook in self.hooks:
             hook.on_train_end(self, summary)
+        log_hparams(self._writer, self.config, summary, self.global_step)
         if self.is_main:
             rundir.write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
             save_model_file(self.model, self.run_dir / FINAL_MODEL, preprocess=self.preprocess)
-            report = write_report(
+            write_report(
                 self.run_dir, summary, read_jsonl(self.run_dir / "metrics.jsonl"), self._events
             )
-            self.progress.log(
-                f"test accuracy {100 * test['accuracy']:.2f} % ({test['count']} images); report: {report}"
-            )
+            self.progress.log(f"test accuracy {100 * test['accuracy']:.2f} % ({test['count']} images)")
         summary["report"] = str(self.run_dir / "report.md")
         return summary
 

@@ -36,7 +36,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _curve(ax, metrics: Sequence[Mapping[str, Any]], key: str, label: str) -> bool:
-    points = [(m["epoch"], m[key]) for m in metrics if m.get(key) is not None]
+    points = [(m["epoch"] + 1, m[key]) for m in metrics if m.get(key) is not None]  # 1 = the first epoch
     if points:
         ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
     return bool(points)
@@ -49,7 +49,7 @@ def plot_metrics(metrics: Sequence[Mapping[str, Any]], out_dir: str | Path) -> d
     for name, keys, ylabel in (
         ("loss", [("train_loss", "train"), ("val_loss", "val")], "cross-entropy loss"),
         ("accuracy", [("train_acc", "train"), ("val_acc", "val")], "accuracy"),
-        ("lr", [("lr", "learning rate (end of epoch)")], "learning rate"),
+        ("lr", [("lr", "learning rate (first step of the epoch)")], "learning rate"),
     ):
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=100)
         drawn = [_curve(ax, metrics, key, label) for key, label in keys]
@@ -107,12 +107,14 @@ def write_report(
     columns += extra_cols
     lines += ["", "## Epochs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for m in metrics:
-        lines.append("| " + " | ".join(_fmt(m.get(c, "")) for c in columns) + " |")
+        shown = {**m, "epoch": m["epoch"] + 1}  # people count epochs from 1; the jsonl files from 0
+        lines.append("| " + " | ".join(_fmt(shown.get(c, "")) for c in columns) + " |")
     if events:
         lines += ["", "## Events", ""]
         for e in events:
             info = ", ".join(f"{k}={_fmt(v)}" for k, v in e.items() if k not in ("kind", "epoch"))
-            lines.append(f"- epoch {e.get('epoch')}: **{e.get('kind')}** {info}")
+            epoch = e["epoch"] + 1 if isinstance(e.get("epoch"), int) else e.get("epoch")
+            lines.append(f"- epoch {epoch}: **{e.get('kind')}** {info}")
     path = run_dir / "report.md"
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     return path
