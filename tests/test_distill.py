@@ -14,6 +14,7 @@ from reslab import cli
 from reslab.deploy.distill import DistillHook, distill_loss, make_hook
 from reslab.train import Hook, Trainer, load_config
 from reslab.train.config import ConfigError
+from reslab.train.plugins import extra_hooks
 
 
 def tiny(*overrides: str):
@@ -77,7 +78,7 @@ def teacher_file(tmp_path_factory):
 def test_a_student_learns_from_the_teacher_not_the_labels(teacher_file, tmp_path):
     # alpha = 1: the labels are not used, so the student must learn the teacher's (rolled) classes.
     config = tiny("train.epochs=4", f"distill.teacher={teacher_file}", "distill.alpha=1.0", "distill.temperature=2")
-    hooks = cli.extra_hooks(config)
+    hooks = extra_hooks(config)
     trainer = Trainer(config, hooks, run_dir=tmp_path / "run")
     summary = trainer.fit()
     (hook,) = hooks
