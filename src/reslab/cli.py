@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 # Only argparse and the commands' parsers load here: each command imports what it needs (torch included)
 # when it runs, so `reslab --help` and a mistyped command answer at once.
 from .analysis.cli import register as register_analyze
+from .argtypes import parse_input_size
 from .builder.cli import register as register_build
 from .deploy.cli import register as register_deploy
 
@@ -217,18 +218,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # -- models ----------------------------------------------------------------------------------------------
-
-
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    try:
-        parts = [int(p) for p in text.replace("x", ",").split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = [3, parts[0], parts[0]]
-    if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,32,32) or a side (32), got {text!r}")
-    return parts[0], parts[1], parts[2]
 
 
 def cmd_models(args: argparse.Namespace) -> int:

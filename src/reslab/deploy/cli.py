@@ -94,7 +94,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` and ``quantize`` to the ``reslab`` parser."""
-    from ..cli import parse_input_size
+    from ..argtypes import parse_input_size
 
     export = subparsers.add_parser(
         "export",
