@@ -9,7 +9,7 @@ each class, so every run sees the same images; all 10,000 test images), this scr
 
 then prints a table of test accuracy, mean ± std over the seeds, and the KD - no-KD difference per student.
 
-    .venv/bin/python benchmarks/distill_evidence.py --work runs/distill --epochs 6 --seeds 0 1 2
+    .venv/bin/python benchmarks/distill_evidence.py --work runs/distill --epochs 10 --seeds 0 1 2
 
 Runs go one at a time, one CPU thread each; a finished run (its ``summary.json`` exists) is not run again,
 so an interrupted evidence run resumes, and ``--table`` only reports what has finished.
@@ -63,8 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "distill_evidence")
     parser.add_argument("--per-class", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=6, help="student epochs")
-    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=10, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--teacher", type=Path, help="an already trained teacher model file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
