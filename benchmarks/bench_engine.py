@@ -25,7 +25,7 @@ from torch.nn import functional as F
 import reslab
 from reslab.data import load_data
 from reslab.train import Trainer, load_config
-from reslab.train.engine import cpu_has_native_bf16
+from reslab.train.precision import cpu_has_native_bf16
 
 
 def make_config(args: argparse.Namespace, *extra: str):

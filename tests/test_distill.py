@@ -14,6 +14,7 @@ from reslab import cli
 from reslab.deploy.distill import DistillHook, distill_loss, make_hook
 from reslab.train import Hook, Trainer, load_config
 from reslab.train.config import ConfigError
+from reslab.train.inference import predict
 from reslab.train.plugins import extra_hooks
 
 
@@ -46,7 +47,7 @@ def test_a_hook_can_replace_the_loss_and_sees_the_batch_and_logits(tmp_path):
     inputs, targets, logits, loss = hook.seen[0]
     assert inputs == (64, 1, 8, 8) and targets == (64,) and logits == (64, 10)
     assert loss > 10  # the earlier hook's extra_loss term is in the loss it is handed
-    preds, _ = reslab.train.engine.predict(trainer.model, trainer.data.test, batch_size=256,
+    preds, _ = predict(trainer.model, trainer.data.test, batch_size=256,
                                            device=torch.device("cpu"))
     assert (preds == 0).float().mean() > 0.95  # trained on the replaced loss, not on the labels
 
@@ -85,8 +86,8 @@ def test_a_student_learns_from_the_teacher_not_the_labels(teacher_file, tmp_path
     assert isinstance(hook, DistillHook) and not hook.teacher.training
     assert all(p.grad is None and not p.requires_grad for p in hook.teacher.parameters())
     device = torch.device("cpu")
-    student, labels = reslab.train.engine.predict(trainer.model, trainer.data.test, batch_size=256, device=device)
-    teacher, _ = reslab.train.engine.predict(hook.teacher, trainer.data.test, batch_size=256, device=device)
+    student, labels = predict(trainer.model, trainer.data.test, batch_size=256, device=device)
+    teacher, _ = predict(hook.teacher, trainer.data.test, batch_size=256, device=device)
     assert (student == teacher).float().mean() > 0.6
     assert (student == labels).float().mean() < 0.2
     assert summary["distill"]["teacher"] == str(teacher_file) and summary["distill"]["alpha"] == 1.0

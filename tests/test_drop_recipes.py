@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reslab.train.config import load_config
-from reslab.train.engine import make_spec_from_config
+from reslab.train.model_setup import make_spec_from_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = {

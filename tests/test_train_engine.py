@@ -11,7 +11,7 @@ import torch
 
 import reslab
 from reslab.train import Hook, NonFiniteLoss, Trainer, TrainingError, load_checkpoint, load_config
-from reslab.train.engine import cpu_has_native_bf16, resolve_precision
+from reslab.train.precision import cpu_has_native_bf16, resolve_precision
 
 
 def tiny(*overrides: str):

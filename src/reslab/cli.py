@@ -131,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.checkpoint import load_model
     from .train.config import ConfigError, checkpoint_config
     from .train.distributed import resolve_device
-    from .train.engine import predict
+    from .train.inference import predict
     from .train.report import confusion_matrix, plot_confusion
 
     checkpoint = Path(args.checkpoint)

@@ -21,7 +21,8 @@ from ..io import read_spec
 from ..train.checkpoint import load_model
 from ..train.config import Config
 from ..train.distributed import resolve_device
-from ..train.engine import FINAL_MODEL, Trainer
+from ..train.engine import Trainer
+from ..train.rundir import FINAL_MODEL
 from .effective_depth import DepthSnapshot
 from .errors import AnalysisError
 from .report import write_report

@@ -24,9 +24,11 @@ from torch import Tensor
 
 from ..io import CheckpointError
 from ..train.checkpoint import load_model
-from ..train.config import Config, ConfigError, _section, at_least, in_range, option
-from ..train.engine import Trainer, autocast_context
+from ..train.config import Config
+from ..train.engine import Trainer
 from ..train.hooks import Hook
+from ..train.precision import autocast_context
+from ..train.schema import ConfigError, at_least, in_range, option, read_section
 
 
 @dataclass
@@ -39,7 +41,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> DistillConfig:
-        cfg = _section(cls, raw or {}, "distill")
+        cfg = read_section(cls, raw or {}, "distill")
         if cfg.teacher is None:
             raise ConfigError("distill.teacher: required (a reslab model file or checkpoint)")
         return cfg

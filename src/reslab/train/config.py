@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import re
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,11 +20,7 @@ import yaml
 
 from .. import strict_yaml
 from ..data import DataConfig, DataError
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message names the key path (and the file, when there is one)."""
-
+from .schema import ConfigError, at_least, choice, coerce, in_range, option, read_section
 
 # Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
 EXTRA_SECTIONS: dict[str, str] = {
@@ -41,43 +33,6 @@ EXTRA_SECTIONS: dict[str, str] = {
 MAX_NAME_BYTES = 255
 # Far beyond any real run (checkpoints refuse larger epoch counters as damage).
 MAX_EPOCHS = 10**6
-
-Check = Callable[[Any], str | None]  # returns what the value must be, when it is wrong
-
-
-def choice(*allowed: Any) -> Check:
-    def check(value: Any) -> str | None:
-        return None if value in allowed else "one of " + ", ".join(map(str, allowed))
-
-    return check
-
-
-def at_least(low: float, *, strict: bool = False) -> Check:
-    def check(value: Any) -> str | None:
-        if value is None:
-            return None
-        bad = value <= low if strict else value < low
-        return f"{'>' if strict else '>='} {low}" if bad or math.isnan(value) else None
-
-    return check
-
-
-def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> Check:
-    def check(value: Any) -> str | None:
-        if value is None:
-            return None
-        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
-        return None if ok else f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-    return check
-
-
-def option(default: Any, check: Check | None = None, doc: str = "") -> Any:
-    """A config field: its default, a value check and a one-line description (``reslab train --help``)."""
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"check": check, "doc": doc})
-    return field(default=default, metadata={"check": check, "doc": doc})
-
 
 @dataclass
 class ModelConfig:
@@ -233,12 +188,12 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     unknown = [k for k in raw if k not in top_keys]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (allowed: {', '.join(top_keys)})")
-    name = _coerce(raw.get("name"), str | None, "name")
+    name = coerce(raw.get("name"), str | None, "name")
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"name: must be a folder name (no '/'), got {name!r}")
     if name is not None and len(name.encode()) > MAX_NAME_BYTES:
         raise ConfigError(f"name: a folder name has at most {MAX_NAME_BYTES} bytes, got {len(name.encode())}")
-    seed = _coerce(raw.get("seed", 0), int, "seed")
+    seed = coerce(raw.get("seed", 0), int, "seed")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed: must be in [0, 2**63) (torch's generator takes 64-bit seeds), got {seed}")
     data_raw = raw.get("data") or {}
@@ -246,7 +201,7 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
         data = DataConfig.from_dict(data_raw, where="data")
     except (DataError, TypeError) as err:
         raise ConfigError(str(err)) from None
-    sections = {key: _section(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
+    sections = {key: read_section(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
     extras = {}
     for key in EXTRA_SECTIONS:
         if key in raw and raw[key] is not None:
@@ -256,78 +211,6 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     config = Config(name=name, seed=seed, data=data, extras=extras, **sections)
     _check_consistency(config)
     return config
-
-
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of settings, got {type(raw).__name__} {raw!r}")
-    allowed = [f.name for f in fields(cls)]
-    unknown = [k for k in raw if k not in allowed]
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in fields(cls):
-        if f.name not in raw:
-            continue
-        path = f"{where}.{f.name}"
-        value = _coerce(raw[f.name], hints[f.name], path)
-        check = f.metadata.get("check")
-        problem = check(value) if check and not isinstance(value, list) else None
-        if problem:
-            raise ConfigError(f"{path}: must be {problem}; got {value!r}")
-        values[f.name] = value
-    return cls(**values)
-
-
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(value: Any, kind: Any, path: str) -> Any:
-    """Check ``value`` against a type hint (str, int, float, bool, X | None, list[X])."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        if len(inner) > 1:  # X | list[Y]: a list is read as the list type, anything else as X
-            lists = [o for o in inner if typing.get_origin(o) is list]
-            inner = lists if isinstance(value, list | tuple) and lists else [o for o in inner if o not in lists]
-        return _coerce(value, inner[0], path)
-    if origin is list:
-        (inner,) = typing.get_args(kind)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list of {inner.__name__}, got {_show(value)}")
-        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
-        return value
-    if kind is float:
-        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what is plainly a number.
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {_show(value)}")
-        if "\0" in value:
-            raise ConfigError(f"{path}: a NUL character cannot be part of a name or path, got {value!r}")
-        return value
-    raise TypeError(f"{path}: unsupported config type {kind!r}")  # a bug in the schema, not in the file
-
-
-def _show(value: Any) -> str:
-    return "null" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def _check_consistency(config: Config) -> None:
