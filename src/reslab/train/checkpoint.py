@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..build import CLASSIFIER, build
+from ..edit import carry_weights
 from ..io import (
     FORMAT_KEY,
     PREPROCESS_KEY,
@@ -359,7 +360,7 @@ def transfer_weights(model: nn.Module, source: Mapping[str, torch.Tensor], path:
             )
     if not fits:
         raise CheckpointError(f"{path}: no weight matches the model by name and shape (another family?)")
-    model.load_state_dict(fits, strict=False)
+    carry_weights(model, fits, skip_mismatch=True)  # the one weight carry (reslab.edit); the rest stay as built
     head_replaced = None
     weight = HEAD_PREFIX + "weight"
     if weight not in fits and weight in own and (new_head or weight in source):
