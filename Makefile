@@ -6,7 +6,7 @@ STAMP := $(VENV)/.reslab-installed
 # Tests run on 2 cores: one torch thread per test keeps the suite's processes from fighting over them.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean cifar10
 
 venv: $(STAMP)
 
@@ -24,6 +24,15 @@ demo: venv
 test: venv
 	$(PY) -m ruff check src tests benchmarks
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadgroup -q
+
+# The CIFAR-10 image folder that configs/cifar10_*.yaml read, unpacked from the shared copy (no download).
+CIFAR_TAR ?= ../shared/data/cifar10-jpg/cifar10-jpg.tar.gz
+cifar10: data/cifar10-jpg/.unpacked
+
+data/cifar10-jpg/.unpacked: $(CIFAR_TAR)
+	rm -rf data/cifar10-jpg && mkdir -p data/cifar10-jpg
+	tar xzf $(CIFAR_TAR) -C data/cifar10-jpg
+	touch $@
 
 lint: venv
 	$(PY) -m ruff check src tests benchmarks

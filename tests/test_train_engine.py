@@ -350,3 +350,19 @@ def test_a_dropped_branch_still_gets_weight_decay_and_momentum(tmp_path):
     kept = [moved for was_dropped, moved in watch.steps if not was_dropped]
     assert dropped and kept, watch.steps  # survival 0.5 over 8 steps: both cases occur with this seed
     assert all(dropped) and all(kept)
+
+
+def test_test_time_flip_scores_an_image_and_its_mirror_alike(tmp_path):
+    """train.test_flip averages each image's logits with its mirror's: the prediction becomes mirror-invariant
+    (a plain forward is not), and the run's evaluation and ``predict`` both use it."""
+    from reslab.train.inference import eval_logits, predict
+
+    trainer = Trainer(tiny("train.epochs=1", "train.test_flip=true"), run_dir=tmp_path / "run")
+    summary = trainer.fit()
+    model = trainer.model.eval()
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(eval_logits(model, x, flip=True), eval_logits(model, x.flip(3), flip=True))
+        assert not torch.allclose(model(x), model(x.flip(3)), atol=1e-3)
+    preds, labels = predict(model, trainer.data.test, batch_size=64, device=torch.device("cpu"), flip=True)
+    assert summary["test_accuracy"] == pytest.approx(float((preds == labels).double().mean()))

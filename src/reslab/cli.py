@@ -157,7 +157,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"--split {args.split}: {data.name} has no {args.split} split (data.val_fraction is 0?)"
         )
     batch_size = args.batch_size or config.train.eval_batch_size
-    preds, labels = predict(model, split, batch_size=batch_size, device=device, precision=precision)
+    preds, labels = predict(
+        model, split, batch_size=batch_size, device=device, precision=precision, flip=config.train.test_flip
+    )
     matrix = confusion_matrix(preds, labels, data.num_classes)
     per_class = (matrix.diag().double() / matrix.sum(1).clamp(min=1)).tolist()
     accuracy = float((preds == labels).double().mean())
@@ -179,6 +181,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "per_class_accuracy": dict(zip(data.class_names, per_class, strict=True)),
         "confusion_matrix": matrix.tolist(),
         "precision": precision,
+        "test_flip": config.train.test_flip,
     }
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     width = max(len(str(n)) for n in data.class_names)

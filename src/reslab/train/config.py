@@ -93,6 +93,7 @@ class TrainConfig:
     epochs: int = option(10, in_range(1, MAX_EPOCHS, high_open=False))
     batch_size: int = option(128, at_least(1), "global batch (split across processes)")
     eval_batch_size: int = option(512, at_least(1))
+    test_flip: bool = option(False, doc="evaluate each image and its mirror, averaging the logits")
     label_smoothing: float = option(0.0, in_range(0.0, 1.0))
     grad_clip: float | None = option(None, at_least(0.0, strict=True), "clip the gradients' global L2 norm")
     precision: str = option(
@@ -121,6 +122,9 @@ class OutputConfig:
     out_dir: str = option("runs", doc="runs are written to out_dir/name")
     checkpoint_every: int = option(1, at_least(1), "write the 'last' checkpoint every N epochs")
     keep_best: bool = option(True, doc="keep a 'best' checkpoint (highest val accuracy)")
+    test_every: int = option(
+        0, at_least(0), "also score the test split every N epochs: a learning curve, never used to pick a model"
+    )
     tensorboard: bool | None = option(
         None, doc="write TensorBoard event files; null: when the tensorboard package is installed (pip install "
         "'reslab[tensorboard]')"

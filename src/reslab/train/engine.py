@@ -35,6 +35,7 @@ from . import rundir
 from .config import Config, ConfigError
 from .finetune import FineTune
 from .hooks import Hook
+from .inference import eval_logits
 from .model_setup import init_weights, make_spec_from_config
 from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
 from .precision import autocast_context, resolve_precision, seed_everything
@@ -163,7 +164,8 @@ class Trainer(RunFiles):
                 find_unused = self.finetune.active or any(b.drop_path != "none" for _, _, b in self.model.spec.blocks())
             module = dist_utils.wrap_ddp(module, self.device, find_unused)
         if cfg.compile:
-            module = torch.compile(module)
+            # Static shapes: a fixed batch compiles once; automatic dynamic shapes gave slower CPU kernels.
+            module = torch.compile(module, dynamic=False)
         self._forward_train = module
 
 
@@ -234,7 +236,8 @@ class Trainer(RunFiles):
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for x, y in self._batches(split, self.config.train.eval_batch_size, train=False):
-            logits = model(x)  # fp32: a reported accuracy must not depend on the CPU's bf16 units
+            # fp32: a reported accuracy must not depend on the CPU's bf16 units
+            logits = eval_logits(model, x, flip=self.config.train.test_flip)
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
@@ -325,6 +328,10 @@ class Trainer(RunFiles):
         if self.data.val is not None:
             val = self.evaluate(self.data.val)
             metrics.update(val_loss=val["loss"], val_acc=val["accuracy"])
+        every = cfg.output.test_every
+        if every and (epoch + 1) % every == 0 and epoch + 1 < cfg.train.epochs:  # the last is scored anyway
+            test = self.evaluate(self.data.test)
+            metrics.update(test_loss=test["loss"], test_acc=test["accuracy"])
         metrics.update(
             images_per_s=images / max(train_time, 1e-9), epoch_time_s=time.perf_counter() - epoch_start
         )
