@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import reslab
+from reslab.edit import identity_map
 from reslab.train import Hook, NonFiniteLoss, Trainer, TrainingError, load_checkpoint, load_config
 from reslab.train.precision import cpu_has_native_bf16, resolve_precision
 
@@ -122,7 +123,7 @@ class Recorder(Hook):
             self.momentum_before = old["layer2.0.conv1.weight"]["momentum_buffer"].clone()
             self.lr_before = trainer.optimizer.param_groups[0]["lr"]
             self.step_before = trainer.scheduler.last_epoch
-            trainer.set_model(deeper(trainer.model), lambda name: old.get(name))
+            trainer.set_model(deeper(trainer.model), identity_map(trainer.model))
 
     def on_train_end(self, trainer, summary):
         self.calls.append("train_end")
@@ -185,7 +186,7 @@ def test_momentum_is_carried_exactly_by_set_model(tmp_path):
     trainer.fit()
     old = {n: trainer.optimizer.state[p] for n, p in trainer.model.named_parameters()}
     expected = old["layer3.0.conv2.weight"]["momentum_buffer"].clone()
-    trainer.set_model(deeper(trainer.model), lambda name: old.get(name))
+    trainer.set_model(deeper(trainer.model), identity_map(trainer.model))
     new = dict(trainer.model.named_parameters())
     assert torch.equal(trainer.optimizer.state[new["layer3.0.conv2.weight"]]["momentum_buffer"], expected)
     assert new["layer1.1.conv1.weight"] not in trainer.optimizer.state  # the new block starts fresh

@@ -26,7 +26,6 @@ from ..build import ResNet, build
 from ..edit import (
     Edit,
     block_prefix,
-    carry_optimizer_state,
     channel_layout,
     compose,
     copies_for,
@@ -306,7 +305,7 @@ class ResBuilderHook(Hook):
         if not model.spec.name.startswith("resbuilder_"):  # no longer the start network: say so
             model.spec = replace(model.spec, name=f"resbuilder_{model.spec.name}")
         self.seen.append(signature(model.spec))
-        trainer.set_model(model, carry_optimizer_state(old, model, trainer.optimizer, weights))
+        trainer.set_model(model, weights)
 
     def _record(self, trainer, operation: str, argument: Any, before: ResNet, after: ResNet,
                 strengths: Mapping[tuple[int, int], float]) -> None:
