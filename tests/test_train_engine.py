@@ -11,7 +11,16 @@ import torch
 
 import reslab
 from reslab.edit import identity_map
-from reslab.train import Hook, NonFiniteLoss, Trainer, TrainingError, load_checkpoint, load_config
+from reslab.train import (
+    Hook,
+    NonFiniteLoss,
+    RunStopped,
+    Trainer,
+    TrainingError,
+    load_checkpoint,
+    load_config,
+    run_training,
+)
 from reslab.train.precision import cpu_has_native_bf16, resolve_precision
 
 
@@ -351,3 +360,15 @@ def test_a_dropped_branch_still_gets_weight_decay_and_momentum(tmp_path):
     kept = [moved for was_dropped, moved in watch.steps if not was_dropped]
     assert dropped and kept, watch.steps  # survival 0.5 over 8 steps: both cases occur with this seed
     assert all(dropped) and all(kept)
+
+
+def test_run_training_fits_releases_and_reports_a_stop(tmp_path):
+    """The one build-fit-close path (reslab train, reslab build, analyze compare): a stop says what was
+    saved, and the released folder resumes to the end."""
+    run = tmp_path / "run"
+    with pytest.raises(RunStopped) as stop:
+        run_training(tiny("train.epochs=3"), [RestartAt(9, crash_at=2)], run_dir=run)
+    assert (stop.value.run_dir, stop.value.epochs_saved, stop.value.terminated) == (run, 2, False)
+    trainer, summary = run_training(tiny("train.epochs=3"), [RestartAt(9)], run_dir=run, resume=True)
+    assert trainer.epoch == 3 and summary["report"] == str(run / "report.md") and (run / "summary.json").is_file()
+    assert [m["epoch"] for m in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2]

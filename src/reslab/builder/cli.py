@@ -14,7 +14,7 @@ from pathlib import Path
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..train.config import load_config
-    from ..train.engine import Trainer
+    from ..train.engine import run_training
     from ..train.plugins import extra_hooks
 
     overrides = list(args.set or [])
@@ -27,11 +27,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         config = config.replace(extras={**config.extras, "resbuilder": {}})
     if config.name is None:
         config = config.replace(name=f"{config.data.name}_resbuilder")
-    trainer = Trainer(config, extra_hooks(config), overwrite=args.overwrite)
-    try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+    trainer, summary = run_training(config, extra_hooks(config), overwrite=args.overwrite)
     if trainer.is_main:
         print(f"found spec: {trainer.run_dir / 'found_spec.json'}")
         print(f"report: {summary['report']} (architecture history: {trainer.run_dir / 'resbuilder.md'})")

@@ -41,7 +41,7 @@ from .optim import carry_optimizer_state, make_optimizer, make_scheduler, restor
 from .precision import autocast_context, resolve_precision, seed_everything
 from .progress import Progress
 from .run_files import RunFiles
-from .rundir import BEST, LAST, NonFiniteLoss, TrainingError
+from .rundir import BEST, LAST, NonFiniteLoss, RunStopped, TrainingError
 from .tblog import open_writer
 
 
@@ -425,13 +425,18 @@ class Trainer(RunFiles):
             dist_utils.cleanup()
 
 
-def train(config: Config, hooks: Sequence[Hook] = (), **kwargs: Any) -> dict[str, Any]:
-    """Build a ``Trainer``, run it and release its resources; returns the summary."""
-    trainer = Trainer(config, hooks, **kwargs)
+def run_training(config: Config, hooks: Sequence[Hook] = (), *, data: DataBundle | None = None,
+                 run_dir: str | Path | None = None, resume: bool = False,
+                 overwrite: bool = False) -> tuple[Trainer, dict[str, Any]]:
+    """Build a ``Trainer`` (arguments as there), fit it and release it; returns it (model, run folder) and the
+    summary. Ctrl-C or SIGTERM during ``fit`` come out as ``RunStopped``, which says what was saved."""
+    trainer = Trainer(config, hooks, data=data, run_dir=run_dir, resume=resume, overwrite=overwrite)
     try:
-        return trainer.fit()
+        return trainer, trainer.fit()
+    except KeyboardInterrupt as stop:
+        raise RunStopped(trainer.run_dir, trainer.epochs_saved, isinstance(stop, rundir.Terminated)) from None
     finally:
         trainer.close()
 
 
-__all__ = ["NonFiniteLoss", "Trainer", "TrainingError", "train"]
+__all__ = ["NonFiniteLoss", "RunStopped", "Trainer", "TrainingError", "run_training"]
