@@ -49,10 +49,10 @@ def twin_configs(config: Config, seed: int, runs_dir: Path) -> dict[str, Config]
         spec.plain().save(plain_path)
         models = {"residual": model, "plain": replace(model, spec=str(plain_path))}
     output = replace(config.output, out_dir=str(runs_dir))
-    # The depth hook is added by compare itself; other optional sections (e.g. resbuilder) would make the
+    # The depth hook is added by compare itself; other plug-in sections (e.g. resbuilder) would make the
     # twins differ in more than their shortcuts.
     return {variant: config.replace(name=f"{variant}_seed{seed}", seed=seed, model=m, output=output,
-                                    extras={})
+                                    plugins={})
             for variant, m in models.items()}
 
 

@@ -6,7 +6,6 @@
 
 from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from .config import (
-    EXTRA_SECTIONS,
     Config,
     ConfigError,
     ModelConfig,
@@ -20,9 +19,10 @@ from .config import (
 from .engine import NonFiniteLoss, RunStopped, Trainer, TrainingError, run_training
 from .hooks import Hook
 from .optim import lr_factor_fn, make_optimizer, make_scheduler, param_groups
+from .plugins import PLUGIN_SECTIONS
 
 __all__ = [
-    "EXTRA_SECTIONS",
+    "PLUGIN_SECTIONS",
     "Checkpoint",
     "Config",
     "ConfigError",
