@@ -351,7 +351,7 @@ def describe_schema() -> str:
     def show(value: Any) -> str:  # as YAML writes it, so that a line can be pasted into a config
         return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
 
-    lines = [f"{f.name}: {show(f.default)}  # {f.metadata['doc']}" for f in fields(Config) if f.name in ("name", "seed")]
+    lines = [f"{f.name}: {show(f.default)}  # {f.metadata['doc']}" for f in fields(Config)[:2]]  # name, seed
     sections = {"data": DataConfig, **SECTIONS, **{key: section_type(key) for key in PLUGIN_SECTIONS}}
     for key, cls in sections.items():
         instance = cls() if key != "data" else None  # DataConfig() fills in the dataset's own augmentation
