@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from reslab import cli
+from reslab.schema import at_least, option
 from reslab.train import Hook, plugins
 from reslab.train import config as config_module
-from reslab.train.schema import at_least, option
 
 TINY = [
     "--set",

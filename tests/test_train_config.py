@@ -31,7 +31,7 @@ def test_defaults_are_the_digits_quick_start():
     [
         ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key (allowed: name, lr, momentum"),
         ({"trian": {}}, "trian: unknown section (allowed: name, seed, data, model"),
-        ({"data": {"augment": {"hflipp": True}}}, "data.augment: unknown key 'hflipp'"),
+        ({"data": {"augment": {"hflipp": True}}}, "data.augment.hflipp: unknown key (allowed: crop_padding, "),
         ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got str 'ten'"),
         ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got float 2.5"),
         ({"train": {"compile": "yes"}}, "train.compile: expected true or false, got str 'yes'"),
@@ -48,7 +48,8 @@ def test_defaults_are_the_digits_quick_start():
         ({"model": {"final_survival": 0}}, "model.final_survival: must be in (0.0, 1.0]; got 0.0"),
         ({"optim": {"betas": [0.9]}}, "optim.betas: must be two numbers in [0, 1)"),
         ({"train": {"precision": "fp16", "device": "cpu"}}, "train.precision: fp16 (AMP with a gradient scaler)"),
-        ({"data": {"name": "imagenet"}}, "data.name must be one of digits"),
+        ({"data": {"name": "imagenet"}}, "data.name: must be one of digits"),
+        ({"data": {"augment": {"cutout": -1}}}, "data.augment.cutout: must be >= 0; got -1"),
         ({"name": "a/b"}, "name: must be a folder name"),
         ({"resbuilder": [1, 2]}, "resbuilder: must be a mapping"),
         ({"train": 3}, "train: must be a mapping of settings, got int 3"),

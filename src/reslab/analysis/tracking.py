@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..schema import at_least, option
 from ..train.hooks import Hook
-from ..train.schema import at_least, option
 from .effective_depth import DepthSnapshot, measure_depth
 from .errors import AnalysisError
 

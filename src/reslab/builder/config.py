@@ -3,7 +3,7 @@
 The paper (Burghoff et al., arXiv 2308.08504) tuned its settings once on CIFAR-10 and kept them for every
 other dataset; so does this one. Each default names its source: the paper and the authors' public code, or,
 where one continuous PyTorch training run needs a different form, the reason it differs. The section is
-declared like every config section (``reslab.train.schema``), so ``reslab train --help-config`` lists it and
+declared like every config section (``reslab.schema``), so ``reslab train --help-config`` lists it and
 a mistyped key or a bad value fails when the config is read.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..train.schema import ConfigError, at_least, in_range, option
+from ..schema import ConfigError, at_least, in_range, option
 
 
 class ResBuilderConfigError(ConfigError):

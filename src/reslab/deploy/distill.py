@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..io import CheckpointError
+from ..schema import ConfigError, at_least, in_range, option
 from ..train.checkpoint import load_model
 from ..train.config import Config
 from ..train.engine import Trainer
 from ..train.hooks import Hook
 from ..train.precision import autocast_context
-from ..train.schema import ConfigError, at_least, in_range, option
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from .. import strict_yaml
-from ..data import DataConfig, DataError
+from ..data import DataConfig
+from ..schema import ConfigError, at_least, choice, coerce, in_range, option, read_section
 from .plugins import PLUGIN_SECTIONS, section_type
-from .schema import ConfigError, at_least, choice, coerce, in_range, option, read_section
 
 # A folder name's limit on common file systems.
 MAX_NAME_BYTES = 255
@@ -147,8 +147,8 @@ class Config:
         return Path(self.output.out_dir) / self.run_name
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "seed": self.seed, "data": self.data.to_dict()}
-        for section in ("model", "optim", "schedule", "train", "output"):
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        for section in SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
         out.update({key: dataclasses.asdict(settings) for key, settings in self.plugins.items()})
         return out
@@ -169,6 +169,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
+    "data": DataConfig,
     "model": ModelConfig,
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
@@ -180,7 +181,7 @@ SECTIONS: dict[str, type] = {
 def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the config must be a mapping of sections, got {type(raw).__name__}")
-    top_keys = ["name", "seed", "data", *SECTIONS, *PLUGIN_SECTIONS]
+    top_keys = ["name", "seed", *SECTIONS, *PLUGIN_SECTIONS]
     unknown = [k for k in raw if k not in top_keys]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (allowed: {', '.join(top_keys)})")
@@ -192,15 +193,10 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     seed = coerce(raw.get("seed", 0), int, "seed")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed: must be in [0, 2**63) (torch's generator takes 64-bit seeds), got {seed}")
-    data_raw = raw.get("data") or {}
-    try:
-        data = DataConfig.from_dict(data_raw, where="data")
-    except (DataError, TypeError) as err:
-        raise ConfigError(str(err)) from None
     sections = {key: read_section(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
     plugins = {key: read_section(section_type(key), raw[key], key)
                for key in PLUGIN_SECTIONS if raw.get(key) is not None}
-    config = Config(name=name, seed=seed, data=data, plugins=plugins, **sections)
+    config = Config(name=name, seed=seed, plugins=plugins, **sections)
     _check_consistency(config)
     return config
 
@@ -352,12 +348,11 @@ def describe_schema() -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
 
     lines = [f"{f.name}: {show(f.default)}  # {f.metadata['doc']}" for f in fields(Config)[:2]]  # name, seed
-    sections = {"data": DataConfig, **SECTIONS, **{key: section_type(key) for key in PLUGIN_SECTIONS}}
+    sections = {**SECTIONS, **{key: section_type(key) for key in PLUGIN_SECTIONS}}
     for key, cls in sections.items():
-        instance = cls() if key != "data" else None  # DataConfig() fills in the dataset's own augmentation
         lines.append(f"{key}:" + ("  # a plug-in section: present only when given" if key in PLUGIN_SECTIONS else ""))
         for f in fields(cls):
-            default = getattr(instance, f.name) if instance is not None else f.default
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             doc = f.metadata.get("doc", "")
             lines.append(f"  {f.name}: {show(default)}" + (f"  # {doc}" if doc else ""))
     return "\n".join(lines)

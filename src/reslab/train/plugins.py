@@ -2,7 +2,7 @@
 hooks they ask for: the one place, shared by ``reslab train`` and ``reslab build``, that connects the two.
 
 Each package declares its own section: the module ``PLUGIN_SECTIONS`` names for it defines ``SECTION``, a
-dataclass of ``option(default, check, doc)`` fields (``reslab.train.schema``), and ``make_hook(settings,
+dataclass of ``option(default, check, doc)`` fields (``reslab.schema``), and ``make_hook(settings,
 config) -> Hook | list[Hook]``. The config loader validates the section against ``SECTION`` like its own ones
 (unknown keys and bad values are ``ConfigError``s naming the key), ``--help-config`` lists it, and
 ``Config.plugins`` holds the typed settings. The module is imported only when a config has its section (or
@@ -16,7 +16,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .schema import ConfigError
+from ..schema import ConfigError
 
 if TYPE_CHECKING:  # config.py imports this module
     from .config import Config
