@@ -62,7 +62,8 @@ def nul_in_a_name(tmp, trained):
 
 
 def nul_in_data_dir(tmp, trained):
-    return ["train", *TINY, "--set", 'data.data_dir="a\\0b"', "--set", "data.name=mnist"], "without NUL characters"
+    return (["train", *TINY, "--set", 'data.data_dir="a\\0b"', "--set", "data.name=mnist"],
+            "data.data_dir: a NUL character cannot be part of a name or path")
 
 
 def config_not_utf8(tmp, trained):
@@ -99,7 +100,7 @@ def zoo_depth_600002(tmp, trained):
 
 
 def image_size_100000(tmp, trained):
-    return ["train", *TINY, "--set", "data.image_size=100000"], "image_size must be at most 4096"
+    return ["train", *TINY, "--set", "data.image_size=100000"], "data.image_size: must be in [1, 4096]; got 100000"
 
 
 def empty_config_yaml_without_checkpoint(tmp, trained):

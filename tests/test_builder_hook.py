@@ -36,7 +36,7 @@ def digits_trainer(tmp_path: Path, hook: ResBuilderHook, *overrides: str) -> Tra
 
 def test_make_hook_reads_the_section() -> None:
     config = load_config(None, ["seed=3", "resbuilder.cycles=2"])
-    hook = make_hook(config.extras["resbuilder"], config)
+    hook = make_hook(config.plugins["resbuilder"], config)
     assert hook.config == ResBuilderConfig(cycles=2) and hook.seed == 3
 
 

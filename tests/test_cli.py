@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import types
 
 import pytest
+import yaml
 
 from reslab import cli
+from reslab.schema import at_least, option
 from reslab.train import Hook, plugins
 from reslab.train import config as config_module
 
@@ -160,31 +163,56 @@ def test_config_errors_exit_with_one_line(capsys, tmp_path):
 
 def test_print_and_help_config(capsys):
     assert cli.main(["train", "--set", "train.epochs=3", "--print-config"]) == 0
-    assert "epochs: 3" in capsys.readouterr().out
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 3 and "resbuilder" not in printed  # a plug-in section only when given
+    assert cli.main(["train", "--set", "resbuilder.cycles=3", "--set", "analysis.every=2", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["resbuilder"]["cycles"] == 3 and printed["resbuilder"]["layer_lasso"] == 0.045  # defaults
+    assert printed["analysis"] == {"track_depth": True, "probe_images": 32, "every": 2}
     assert cli.main(["train", "--help-config"]) == 0
-    assert "precision: 'auto'" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "  precision: auto  # auto: bf16 where" in listing
+    for section, key in [("resbuilder", "  layer_lasso: 0.045  # layer LASSO"), ("analysis", "  probe_images: 32  #"),
+                         ("distill", "  temperature: 4.0  #")]:
+        assert f"\n{section}:" in listing and key in listing.split(f"\n{section}:")[1]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("resbuilder.layer_lass=1", "resbuilder.layer_lass: unknown key (allowed: cycles, "),
+    ("analysis.probe_images=many", "analysis.probe_images: expected an integer, got str 'many'"),
+])
+def test_a_bad_plugin_key_is_one_clear_error(override, message, capsys):
+    assert cli.main(["train", "--print-config", "--set", override]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"reslab train: error: --set: {message}")
+    assert captured.err.count("\n") == 1
+
+
+@dataclasses.dataclass
+class PluginSettings:
+    value: int = option(0, at_least(0), "what the hook logs")
 
 
 class CountingHook(Hook):
-    def __init__(self, section):
-        self.section, self.epochs = section, 0
+    def __init__(self, settings):
+        self.settings, self.epochs = settings, 0
 
     def on_epoch_end(self, trainer, epoch, metrics):
         self.epochs += 1
-        metrics["plugin_value"] = self.section["value"]
+        metrics["plugin_value"] = self.settings.value
 
 
-def test_optional_sections_are_handed_to_their_package(tmp_path, monkeypatch):
+def test_plugin_sections_are_declared_by_their_package(tmp_path, monkeypatch):
     made = []
     plugin = types.ModuleType("fake_plugin")
 
-    def make_hook(section, config):
-        made.append(CountingHook(section))
+    def make_hook(settings, config):
+        made.append(CountingHook(settings))
         return made[-1]
 
-    plugin.make_hook = make_hook
+    plugin.SECTION, plugin.make_hook = PluginSettings, make_hook
     monkeypatch.setitem(sys.modules, "fake_plugin", plugin)
-    monkeypatch.setitem(config_module.EXTRA_SECTIONS, "plugin", "fake_plugin")
+    monkeypatch.setitem(plugins.PLUGIN_SECTIONS, "plugin", "fake_plugin")
     config_path = tmp_path / "c.yaml"
     config_path.write_text(
         "plugin: {value: 7}\ntrain: {epochs: 1, batch_size: 64, progress: none}\n"
@@ -194,11 +222,13 @@ def test_optional_sections_are_handed_to_their_package(tmp_path, monkeypatch):
     assert made[0].epochs == 1
     metrics = json.loads((tmp_path / "digits_resnet8" / "metrics.jsonl").read_text())
     assert metrics["plugin_value"] == 7
+    with pytest.raises(config_module.ConfigError, match=r"plugin\.value: must be >= 0; got -1"):
+        config_module.load_config(config_path, ["plugin.value=-1"])
 
-    monkeypatch.setitem(config_module.EXTRA_SECTIONS, "broken", "no_such_reslab_module")
+    monkeypatch.setitem(plugins.PLUGIN_SECTIONS, "broken", "no_such_reslab_module")
     config_path.write_text("broken: {}\n")
     with pytest.raises(config_module.ConfigError, match="broken: this section needs no_such_reslab_module"):
-        plugins.extra_hooks(config_module.load_config(config_path))
+        config_module.load_config(config_path)
 
 
 def test_resume_a_run_folder_to_extend_it(tmp_path, capsys):

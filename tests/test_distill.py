@@ -11,7 +11,7 @@ import yaml
 
 import reslab
 from reslab import cli
-from reslab.deploy.distill import DistillHook, distill_loss, make_hook
+from reslab.deploy.distill import DistillConfig, DistillHook, distill_loss, make_hook
 from reslab.train import Hook, Trainer, load_config
 from reslab.train.config import ConfigError
 from reslab.train.inference import predict
@@ -113,7 +113,7 @@ def test_bad_teachers_and_settings_give_one_clear_error(teacher_file, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"reslab train: error: distill.teacher: {corrupt}:") and "\n" not in err
     with pytest.raises(ConfigError, match="distill.teacher: required"):
-        make_hook({"alpha": 0.5}, tiny())
+        make_hook(DistillConfig(alpha=0.5), tiny())
     assert cli.main([*common, "--set", f"distill.teacher={teacher_file}", "--set", "distill.temperature=0"]) == 1
     assert "distill.temperature: must be > 0.0" in capsys.readouterr().err
     assert cli.main([*common, "--set", f"distill.teacher={teacher_file}", "--set", "distill.tau=2"]) == 1

@@ -1,4 +1,4 @@
-"""Structural edits (reslab.edit) on every block kind: exactness, spec/weight consistency, optimizer carry."""
+"""Structural edits (reslab.edit) on every block kind: exactness, spec/weight consistency."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import reslab
 from reslab.builder import WidthPenalty, removable_blocks
 from reslab.edit import (
     SurgeryError,
-    carry_optimizer_state,
     carry_weights,
     channel_layout,
     compose,
@@ -23,7 +22,6 @@ from reslab.edit import (
     delete_blocks,
     expanded_widths,
     insert_block,
-    load_carried_state,
     new_block_spec,
     set_branch_gain,
     take,
@@ -342,43 +340,6 @@ def test_composed_maps_follow_a_chain_of_edits(tmp_path) -> None:
     loaded = load(tmp_path / "edited.safetensors")
     assert loaded.spec == third.model.spec
     torch.testing.assert_close(outputs(loaded, x), outputs(third.model, x))
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_optimizer_state_is_carried_for_surviving_parameters(optimizer: str) -> None:
-    model, x = randomised(SPECS["basic"]()), images(8)
-    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
-            "adam": lambda p: torch.optim.Adam(p, lr=1e-3)}[optimizer]
-    opt = make(model.parameters())
-    model.train()
-    for _ in range(2):
-        opt.zero_grad()
-        model(x).logsumexp(1).mean().backward()
-        opt.step()
-    first = cut_channels(model, {"stem": [0, 2, 4, 6, 8, 10, 12, 14]})
-    edit = insert_block(first.model, 2, 1)
-    weights = compose(first.weights, edit.weights)
-    state_for = carry_optimizer_state(model, edit.model, opt, weights)
-    params = dict(model.named_parameters())
-    buffer = "momentum_buffer" if optimizer == "sgd" else "exp_avg"
-    carried = state_for("layer1.0.conv1.weight")
-    expected = opt.state[params["layer1.0.conv1.weight"]][buffer][:, ::2]
-    torch.testing.assert_close(carried[buffer], expected)
-    assert state_for("layer3.1.conv1.weight") is None  # the new block starts fresh
-    # Renamed (moved one place on) but not cut: its internal width is untouched.
-    torch.testing.assert_close(state_for("layer3.2.bn1.weight")[buffer],
-                               opt.state[params["layer3.1.bn1.weight"]][buffer])
-    if optimizer == "adam":
-        assert carried["step"] == opt.state[params["layer1.0.conv1.weight"]]["step"]
-    # The carried state drops into a new optimizer and the step runs.
-    new_opt = make(edit.model.parameters())
-    load_carried_state(new_opt, edit.model, state_for)
-    edit.model.train()
-    new_opt.zero_grad()
-    edit.model(x).logsumexp(1).mean().backward()
-    new_opt.step()
-    with pytest.raises(KeyError, match="not a parameter of the new model"):
-        state_for("layer9.0.conv1.weight")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -70,18 +70,19 @@ def test_the_parser_sees_relative_and_lazy_imports() -> None:
     assert "reslab.train.distributed" in GRAPH["reslab.train.engine"]  # from . import distributed
     assert "reslab.train.plugins" in GRAPH["reslab.builder.cli"]  # inside cmd_build
     assert parts_imported_by("builder")["reslab.builder.hook"] >= {"edit", "train"}
+    assert "reslab.schema" in GRAPH["reslab.data.config"]
 
 
-def test_spec_is_plain_python() -> None:
-    """spec.py and whatever of reslab it imports need no torch."""
-    seen, todo = set(), ["reslab.spec"]
+def test_spec_and_config_schema_are_plain_python() -> None:
+    """spec.py, schema.py (every config section's machinery) and whatever of reslab they import need no torch."""
+    seen, todo = set(), ["reslab.spec", "reslab.schema"]
     while todo:
         module = todo.pop()
         if module in seen or module not in GRAPH:
             continue
         seen.add(module)
         heavy = sorted(t for t in GRAPH[module] if t.split(".")[0] in ("torch", "torchvision", "numpy"))
-        assert not heavy, f"{module} (imported by reslab.spec) imports {heavy}"
+        assert not heavy, f"{module} (imported by reslab.spec or reslab.schema) imports {heavy}"
         todo.extend(t for t in GRAPH[module] if t.startswith("reslab."))
 
 

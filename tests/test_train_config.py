@@ -1,4 +1,4 @@
-"""The training config: defaults, one clear error per bad key/type/value, --set overrides, extras."""
+"""The training config: defaults, one clear error per bad key/type/value, --set overrides, plug-in sections."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reslab.builder import ResBuilderConfig
 from reslab.train.config import (
-    EXTRA_SECTIONS,
     Config,
     ConfigError,
     apply_overrides,
@@ -23,7 +23,7 @@ def test_defaults_are_the_digits_quick_start():
     assert config.model.name == "resnet8"
     assert config.run_name == "digits_resnet8"
     assert str(config.run_dir) == "runs/digits_resnet8"
-    assert config.extras == {}
+    assert config.plugins == {}
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_defaults_are_the_digits_quick_start():
     [
         ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key (allowed: name, lr, momentum"),
         ({"trian": {}}, "trian: unknown section (allowed: name, seed, data, model"),
-        ({"data": {"augment": {"hflipp": True}}}, "data.augment: unknown key 'hflipp'"),
+        ({"data": {"augment": {"hflipp": True}}}, "data.augment.hflipp: unknown key (allowed: crop_padding, "),
         ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got str 'ten'"),
         ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got float 2.5"),
         ({"train": {"compile": "yes"}}, "train.compile: expected true or false, got str 'yes'"),
@@ -48,7 +48,8 @@ def test_defaults_are_the_digits_quick_start():
         ({"model": {"final_survival": 0}}, "model.final_survival: must be in (0.0, 1.0]; got 0.0"),
         ({"optim": {"betas": [0.9]}}, "optim.betas: must be two numbers in [0, 1)"),
         ({"train": {"precision": "fp16", "device": "cpu"}}, "train.precision: fp16 (AMP with a gradient scaler)"),
-        ({"data": {"name": "imagenet"}}, "data.name must be one of digits"),
+        ({"data": {"name": "imagenet"}}, "data.name: must be one of digits"),
+        ({"data": {"augment": {"cutout": -1}}}, "data.augment.cutout: must be >= 0; got -1"),
         ({"name": "a/b"}, "name: must be a folder name"),
         ({"resbuilder": [1, 2]}, "resbuilder: must be a mapping"),
         ({"train": 3}, "train: must be a mapping of settings, got int 3"),
@@ -114,14 +115,28 @@ def test_overrides_are_validated_like_the_file(tmp_path):
         apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
 
 
-def test_extra_sections_stay_raw_and_round_trip():
-    assert set(EXTRA_SECTIONS) == {"resbuilder", "analysis", "distill"}
-    raw = {"resbuilder": {"anything": [1, 2], "nested": {"a": 1}}, "train": {"epochs": 3}}
+def test_plugin_sections_are_typed_checked_and_round_trip():
+    """The packages above the engine declare their sections; the loader checks them like its own."""
+    raw = {"resbuilder": {"cycles": 2, "layer_lasso": "1e-3"}, "analysis": {}, "train": {"epochs": 3}}
     config = Config.from_dict(raw)
-    assert config.extras == {"resbuilder": {"anything": [1, 2], "nested": {"a": 1}}}
+    assert config.plugins["resbuilder"] == ResBuilderConfig(cycles=2, layer_lasso=1e-3)
+    assert config.plugins["analysis"].probe_images == 32 and "distill" not in config.plugins
     again = Config.from_dict(yaml.safe_load(config.to_yaml()))
     assert again == config
-    assert again.to_dict()["resbuilder"] == raw["resbuilder"]
+    assert again.to_dict()["resbuilder"]["width_lasso"] == 0.03  # defaults filled in
+    bad = {
+        "resbuilder.layer_lass=1": r"resbuilder\.layer_lass: unknown key \(allowed: cycles, ",
+        "resbuilder.cycles=2.5": r"resbuilder\.cycles: expected an integer, got float 2\.5",
+        "resbuilder.insert_width=0": r"resbuilder\.insert_width: must be in \(0\.0, 1\.0\]; got 0\.0",
+        "analysis.every=often": r"analysis\.every: expected an integer, got str 'often'",
+        "analysis.track_depth=1": r"analysis\.track_depth: expected true or false, got int 1",
+        "distill.tau=2": r"distill\.tau: unknown key",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=rf"^--set: {message}"):
+            load_config(None, [override])
+    with pytest.raises(ConfigError, match=r"^x\.yaml: resbuilder: must be a mapping of settings, got list"):
+        Config.from_dict({"resbuilder": [1, 2]}, where="x.yaml")
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

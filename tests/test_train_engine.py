@@ -10,7 +10,17 @@ import pytest
 import torch
 
 import reslab
-from reslab.train import Hook, NonFiniteLoss, Trainer, TrainingError, load_checkpoint, load_config
+from reslab.edit import identity_map
+from reslab.train import (
+    Hook,
+    NonFiniteLoss,
+    RunStopped,
+    Trainer,
+    TrainingError,
+    load_checkpoint,
+    load_config,
+    run_training,
+)
 from reslab.train.precision import cpu_has_native_bf16, resolve_precision
 
 
@@ -122,7 +132,7 @@ class Recorder(Hook):
             self.momentum_before = old["layer2.0.conv1.weight"]["momentum_buffer"].clone()
             self.lr_before = trainer.optimizer.param_groups[0]["lr"]
             self.step_before = trainer.scheduler.last_epoch
-            trainer.set_model(deeper(trainer.model), lambda name: old.get(name))
+            trainer.set_model(deeper(trainer.model), identity_map(trainer.model))
 
     def on_train_end(self, trainer, summary):
         self.calls.append("train_end")
@@ -185,7 +195,7 @@ def test_momentum_is_carried_exactly_by_set_model(tmp_path):
     trainer.fit()
     old = {n: trainer.optimizer.state[p] for n, p in trainer.model.named_parameters()}
     expected = old["layer3.0.conv2.weight"]["momentum_buffer"].clone()
-    trainer.set_model(deeper(trainer.model), lambda name: old.get(name))
+    trainer.set_model(deeper(trainer.model), identity_map(trainer.model))
     new = dict(trainer.model.named_parameters())
     assert torch.equal(trainer.optimizer.state[new["layer3.0.conv2.weight"]]["momentum_buffer"], expected)
     assert new["layer1.1.conv1.weight"] not in trainer.optimizer.state  # the new block starts fresh
@@ -366,3 +376,15 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike(tmp_path):
         assert not torch.allclose(model(x), model(x.flip(3)), atol=1e-3)
     preds, labels = predict(model, trainer.data.test, batch_size=64, device=torch.device("cpu"), flip=True)
     assert summary["test_accuracy"] == pytest.approx(float((preds == labels).double().mean()))
+
+
+def test_run_training_fits_releases_and_reports_a_stop(tmp_path):
+    """The one build-fit-close path (reslab train, reslab build, analyze compare): a stop says what was
+    saved, and the released folder resumes to the end."""
+    run = tmp_path / "run"
+    with pytest.raises(RunStopped) as stop:
+        run_training(tiny("train.epochs=3"), [RestartAt(9, crash_at=2)], run_dir=run)
+    assert (stop.value.run_dir, stop.value.epochs_saved, stop.value.terminated) == (run, 2, False)
+    trainer, summary = run_training(tiny("train.epochs=3"), [RestartAt(9)], run_dir=run, resume=True)
+    assert trainer.epoch == 3 and summary["report"] == str(run / "report.md") and (run / "summary.json").is_file()
+    assert [m["epoch"] for m in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2]

@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
+from builder_nets import SPECS, images, randomised
 
 import reslab
+from reslab.edit import compose, cut_channels, identity_map, insert_block
 from reslab.train.config import OptimConfig, ScheduleConfig
 from reslab.train.optim import (
+    carry_optimizer_state,
     make_optimizer,
     make_scheduler,
     param_groups,
@@ -139,3 +142,54 @@ def test_optimizer_choices():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
     adamw = make_optimizer(model, OptimConfig(name="adamw", lr=1e-3, betas=[0.8, 0.99]))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.99)
+
+
+def trained_optimizer(model: torch.nn.Module, make, x: torch.Tensor) -> torch.optim.Optimizer:
+    opt = make(model.parameters())
+    model.train()
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).logsumexp(1).mean().backward()
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_state_is_carried_across_an_edit(optimizer: str) -> None:
+    """Surviving parameters keep their momentum (cut like the parameter), new ones start empty, and the
+    optimizer steps on with the carried state."""
+    model, x = randomised(SPECS["basic"]()), images(8)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=1e-3)}[optimizer]
+    opt = trained_optimizer(model, make, x)
+    first = cut_channels(model, {"stem": [0, 2, 4, 6, 8, 10, 12, 14]})
+    edit = insert_block(first.model, 2, 1)
+    new_opt = make(edit.model.parameters())
+    carry_optimizer_state(opt, model, new_opt, edit.model, compose(first.weights, edit.weights))
+
+    old, new = dict(model.named_parameters()), dict(edit.model.named_parameters())
+    buffer = "momentum_buffer" if optimizer == "sgd" else "exp_avg"
+    carried = new_opt.state[new["layer1.0.conv1.weight"]]
+    torch.testing.assert_close(carried[buffer], opt.state[old["layer1.0.conv1.weight"]][buffer][:, ::2])
+    assert new["layer3.1.conv1.weight"] not in new_opt.state  # the inserted block starts fresh
+    # Renamed (moved one place on) but not cut: its state moves with it.
+    torch.testing.assert_close(new_opt.state[new["layer3.2.bn1.weight"]][buffer],
+                               opt.state[old["layer3.1.bn1.weight"]][buffer])
+    assert carried[buffer].data_ptr() != opt.state[old["layer1.0.conv1.weight"]][buffer].data_ptr()
+    if optimizer == "adam":
+        assert carried["step"] == opt.state[old["layer1.0.conv1.weight"]]["step"]
+    edit.model.train()
+    new_opt.zero_grad()
+    edit.model(x).logsumexp(1).mean().backward()
+    new_opt.step()
+
+
+def test_same_names_carry_the_momentum_exactly() -> None:
+    model, x = randomised(SPECS["basic"]()), images(8)
+    make = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)  # noqa: E731
+    opt = trained_optimizer(model, make, x)
+    twin = reslab.build(model.spec)
+    fresh = make(twin.parameters())
+    carry_optimizer_state(opt, model, fresh, twin, identity_map(model))
+    pairs = zip(model.parameters(), twin.parameters(), strict=True)
+    assert all(torch.equal(opt.state[a]["momentum_buffer"], fresh.state[b]["momentum_buffer"]) for a, b in pairs)

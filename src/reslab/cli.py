@@ -39,20 +39,18 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from."""
+    """``reslab train`` stopped by Ctrl-C or SIGTERM, with how to continue from what the run folder holds."""
 
-    def __init__(self, trainer, stop: KeyboardInterrupt) -> None:
-        from .train.rundir import Terminated
-
-        done = trainer.epochs_saved
+    def __init__(self, stop) -> None:
+        done = stop.epochs_saved
         kept = (
             f"its checkpoint after epoch {done} is kept (the partial epoch is not saved); continue with "
-            f"reslab train --resume {trainer.run_dir}"
+            f"reslab train --resume {stop.run_dir}"
             if done
             else "no checkpoint had been written yet"
         )
-        super().__init__(f"{'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}: {kept}")
-        self.signal_exit = 143 if isinstance(stop, Terminated) else 130
+        super().__init__(f"{'SIGTERM' if stop.terminated else 'interrupted'}: {kept}")
+        self.signal_exit = 143 if stop.terminated else 130
 
 
 # -- train -----------------------------------------------------------------------------------------------
@@ -60,9 +58,9 @@ class Interrupted(KeyboardInterrupt):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.config import config_from_dict, describe_schema, load_config
-    from .train.engine import Trainer
+    from .train.engine import run_training
     from .train.plugins import extra_hooks
-    from .train.rundir import saved_config, sigterm_as_interrupt
+    from .train.rundir import RunStopped, saved_config, sigterm_as_interrupt
 
     if args.help_config:
         print(describe_schema())
@@ -82,15 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(config.to_yaml(), end="")
         return 0
     with sigterm_as_interrupt():
-        trainer = Trainer(
-            config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
-        )
         try:
-            summary = trainer.fit()
-        except KeyboardInterrupt as stop:
-            raise Interrupted(trainer, stop) from None
-        finally:
-            trainer.close()
+            trainer, summary = run_training(
+                config, extra_hooks(config), run_dir=run_dir, resume=bool(args.resume), overwrite=args.overwrite
+            )
+        except RunStopped as stop:
+            raise Interrupted(stop) from None
     if trainer.is_main:
         print(f"summary: {trainer.run_dir / 'summary.json'}")
         print(f"report: {summary['report']}")
@@ -332,11 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reslab {args.command}: {stop}", file=sys.stderr)
         return stop.signal_exit
     except KeyboardInterrupt as stop:
-        from .train.rundir import Terminated
+        from .train.rundir import RunStopped, Terminated
 
-        print(f"reslab {args.command}: {'SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}",
-              file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        terminated = stop.terminated if isinstance(stop, RunStopped) else isinstance(stop, Terminated)
+        print(f"reslab {args.command}: {'SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 * ``linearize``: partial linearisation after training, channel-wise (variable depth) vs layer-wise (fixed
   depth), and the average path length (Mehmeti-Göpel et al. 2022, 2025).
 * ``effective_depth``: branch-to-shortcut norms and the output's split over path lengths; ``tracking``
-  measures them during training (the ``analysis`` section of a training config; ``make_hook`` is its entry).
+  measures them during training (the ``analysis`` section of a training config: ``SECTION`` declares it,
+  ``make_hook`` serves it).
 * ``studies`` runs them on one trained network, ``compare`` trains a network and its plain twin over seeds
   and runs them all, ``report`` draws the plots and writes the report, ``cli`` is ``reslab analyze``.
 """
@@ -27,14 +28,14 @@ lazy_exports(
         ".paths": ["PathGradient", "gradient_by_path_length", "path_length_counts", "path_length_distribution"],
         ".report": ["write_report"],
         ".studies": ["RunStudies", "StudyOptions", "run_studies"],
-        ".tracking": ["EffectiveDepthHook", "make_hook"],
+        ".tracking": ["SECTION", "EffectiveDepthHook", "TrackingConfig", "make_hook"],
     },
 )
 
 __all__ = [
-    "AnalysisError", "BlockNorm", "DepthSnapshot", "EffectiveDepthHook", "LeakyUnit", "LesionResult",
+    "SECTION", "AnalysisError", "BlockNorm", "DepthSnapshot", "EffectiveDepthHook", "LeakyUnit", "LesionResult",
     "LinearizableNet", "LinearizeConfig", "LinearizeResult", "PathGradient", "PathOutput", "RunStudies",
-    "StudyOptions", "accuracy", "as_batches", "branch_norms", "compare", "gradient_by_path_length",
+    "StudyOptions", "TrackingConfig", "accuracy", "as_batches", "branch_norms", "compare", "gradient_by_path_length",
     "lesion_kind", "lesion_pool", "lesion_study", "lesioned", "linearization_study", "make_hook",
     "measure_depth", "output_by_path_length", "path_length_counts", "path_length_distribution",
     "remove_blocks", "run_studies", "twin_configs", "write_report",

@@ -21,7 +21,7 @@ from ..io import read_spec
 from ..train.checkpoint import load_model
 from ..train.config import Config
 from ..train.distributed import resolve_device
-from ..train.engine import Trainer
+from ..train.engine import run_training
 from ..train.rundir import FINAL_MODEL
 from .effective_depth import DepthSnapshot
 from .errors import AnalysisError
@@ -49,10 +49,10 @@ def twin_configs(config: Config, seed: int, runs_dir: Path) -> dict[str, Config]
         spec.plain().save(plain_path)
         models = {"residual": model, "plain": replace(model, spec=str(plain_path))}
     output = replace(config.output, out_dir=str(runs_dir))
-    # The depth hook is added by compare itself; other optional sections (e.g. resbuilder) would make the
+    # The depth hook is added by compare itself; other plug-in sections (e.g. resbuilder) would make the
     # twins differ in more than their shortcuts.
     return {variant: config.replace(name=f"{variant}_seed{seed}", seed=seed, model=m, output=output,
-                                    extras={})
+                                    plugins={})
             for variant, m in models.items()}
 
 
@@ -109,11 +109,7 @@ def compare(config: Config, seeds: Sequence[int], out_dir: str | Path, *,
                 what = cfg.model.name or cfg.model.spec
                 log(f"compare: training the {variant} network {what} (seed {seed})")
                 hook = EffectiveDepthHook(probe_images)
-                trainer = Trainer(cfg, [hook], data=data, run_dir=run_dir, overwrite=True)
-                try:
-                    summary = trainer.fit()
-                finally:
-                    trainer.close()
+                trainer, summary = run_training(cfg, [hook], data=data, run_dir=run_dir, overwrite=True)
                 model, history = trainer.model, hook.history
             data = data or load_data(cfg.data, seed=seed)
             log(f"compare: {', '.join(studies)} on the {variant} network (seed {seed})")

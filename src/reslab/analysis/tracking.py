@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..train.config import ConfigError
+from ..schema import at_least, option
 from ..train.hooks import Hook
 from .effective_depth import DepthSnapshot, measure_depth
 from .errors import AnalysisError
@@ -32,7 +32,18 @@ if TYPE_CHECKING:
     from ..train.engine import Trainer
 
 PROBE_SEED = 4242  # the probe images do not move with the run's seed, so runs are measured alike
-SECTION_KEYS = {"track_depth": bool, "probe_images": int, "every": int}
+
+
+@dataclass
+class TrackingConfig:
+    """The ``analysis`` section of a training config."""
+
+    track_depth: bool = option(True, doc="measure the effective depth while training")
+    probe_images: int = option(32, at_least(1), "fixed images from the val split (test when there is none)")
+    every: int = option(1, at_least(1), "measure after every N epochs (and before the first, after the last)")
+
+
+SECTION = TrackingConfig  # read by reslab.train.plugins
 
 
 class EffectiveDepthHook(Hook):
@@ -88,16 +99,6 @@ def summarise(snapshot: DepthSnapshot) -> dict[str, float]:
     return out
 
 
-def make_hook(section: Mapping[str, Any], config: Config) -> list[Hook]:
-    """The hooks an ``analysis`` config section asks for (``reslab train`` calls this)."""
-    for key, value in section.items():
-        if key not in SECTION_KEYS:
-            raise ConfigError(f"analysis.{key}: unknown key (allowed: {', '.join(SECTION_KEYS)})")
-        kind = SECTION_KEYS[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"analysis.{key}: expected {kind.__name__}, got {value!r}")
-        if kind is int and value < 1:
-            raise ConfigError(f"analysis.{key}: must be >= 1, got {value}")
-    if not section.get("track_depth", True):
-        return []
-    return [EffectiveDepthHook(section.get("probe_images", 32), section.get("every", 1))]
+def make_hook(settings: TrackingConfig, config: Config) -> list[Hook]:
+    """The hooks an ``analysis`` config section asks for (``reslab.train.plugins`` calls this)."""
+    return [EffectiveDepthHook(settings.probe_images, settings.every)] if settings.track_depth else []

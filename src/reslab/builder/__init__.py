@@ -3,8 +3,8 @@
 * ``config``: the one default configuration.
 * ``penalties``: the layer LASSO (depth) and the FLOP-weighted group LASSO on BN scales (width).
 * ``schedule``: when the edits happen, and where blocks are inserted.
-* ``hook``: the training-engine hook (``make_hook`` serves ``reslab train`` configs with a ``resbuilder``
-  section); ``report``: the architecture history; ``cli``: the ``reslab build`` command.
+* ``hook``: the training-engine hook (``SECTION`` and ``make_hook`` serve the ``resbuilder`` section of
+  ``reslab train`` configs); ``report``: the architecture history; ``cli``: the ``reslab build`` command.
 
 The structural edits it makes (insert / delete blocks, cut / widen channels, with weight and optimizer
 carry) and the channel groups live one layer down, in ``reslab.edit``.
@@ -16,7 +16,7 @@ from ..lazy import lazy_exports
 lazy_exports(
     __name__,
     {
-        ".config": ["ResBuilderConfig", "ResBuilderConfigError"],
+        ".config": ["SECTION", "ResBuilderConfig", "ResBuilderConfigError"],
         ".hook": ["FOUND_SPEC", "ResBuilderHook", "make_hook"],
         ".penalties": [
             "WidthPenalty", "block_strengths", "branch_gain", "layer_lasso", "removable_blocks", "shrink_blocks"
@@ -26,7 +26,7 @@ lazy_exports(
 )
 
 __all__ = [
-    "FOUND_SPEC", "ResBuilderConfig", "ResBuilderConfigError", "ResBuilderHook", "Schedule", "WidthPenalty",
+    "FOUND_SPEC", "SECTION", "ResBuilderConfig", "ResBuilderConfigError", "ResBuilderHook", "Schedule", "WidthPenalty",
     "block_strengths", "branch_gain", "choose_insertion", "insertion_points", "layer_lasso", "make_hook",
     "make_schedule", "removable_blocks", "shrink_blocks",
 ]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..train.config import load_config
-    from ..train.engine import Trainer
+    from ..train.engine import run_training
     from ..train.plugins import extra_hooks
+    from .config import ResBuilderConfig
 
     overrides = list(args.set or [])
     if args.data is not None:
@@ -23,15 +24,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides.append(f"output.out_dir={args.out}")
     config = load_config(args.config, overrides)
-    if "resbuilder" not in config.extras:
-        config = config.replace(extras={**config.extras, "resbuilder": {}})
+    if "resbuilder" not in config.plugins:
+        config = config.replace(plugins={**config.plugins, "resbuilder": ResBuilderConfig()})
     if config.name is None:
         config = config.replace(name=f"{config.data.name}_resbuilder")
-    trainer = Trainer(config, extra_hooks(config), overwrite=args.overwrite)
-    try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+    trainer, summary = run_training(config, extra_hooks(config), overwrite=args.overwrite)
     if trainer.is_main:
         print(f"found spec: {trainer.run_dir / 'found_spec.json'}")
         print(f"report: {summary['report']} (architecture history: {trainer.run_dir / 'resbuilder.md'})")
@@ -45,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="learn a residual network's depth and widths while it trains (ResBuilder)",
         description="Train with ResBuilder (Burghoff et al. 2023): blocks are inserted and deleted and "
         "channels cut during training, then the found architecture is fine-tuned. Settings: the config's "
-        "resbuilder section or --set resbuilder.KEY=VALUE (defaults: reslab.builder.ResBuilderConfig).",
+        "resbuilder section or --set resbuilder.KEY=VALUE (reslab train --help-config lists them).",
     )
     build.add_argument("--data", help="dataset name (data.name), e.g. digits, mnist, cifar10")
     build.add_argument("--config", "-c", type=Path, help="YAML config (see configs/resbuilder*.yaml)")

@@ -26,7 +26,6 @@ from ..build import ResNet, build
 from ..edit import (
     Edit,
     block_prefix,
-    carry_optimizer_state,
     channel_layout,
     compose,
     copies_for,
@@ -180,7 +179,7 @@ class ResBuilderHook(Hook):
             "start": NetSpec.from_dict(self.start_spec).blocks_per_stage, "found_spec": FOUND_SPEC,
             "events": {kind: sum(e["kind"] == kind for e in self.events)
                        for kind in ("inserted", "deleted", "narrowed", "widened")},
-            "config": self.config.to_dict(),
+            "config": asdict(self.config),
         }
         if not trainer.is_main:
             return
@@ -188,7 +187,7 @@ class ResBuilderHook(Hook):
         found = trainer.model.spec
         found.save(run_dir / FOUND_SPEC)
         (run_dir / "resbuilder.json").write_text(json.dumps(
-            {"config": self.config.to_dict(), "start_spec": self.start_spec, "found_spec": found.to_dict(),
+            {"config": asdict(self.config), "start_spec": self.start_spec, "found_spec": found.to_dict(),
              "history": self.history, "events": self.events}, indent=1) + "\n")
         report = write_report(run_dir, self.history, self.events, NetSpec.from_dict(self.start_spec), found,
                               summary, FOUND_SPEC)
@@ -306,7 +305,7 @@ class ResBuilderHook(Hook):
         if not model.spec.name.startswith("resbuilder_"):  # no longer the start network: say so
             model.spec = replace(model.spec, name=f"resbuilder_{model.spec.name}")
         self.seen.append(signature(model.spec))
-        trainer.set_model(model, carry_optimizer_state(old, model, trainer.optimizer, weights))
+        trainer.set_model(model, weights)
 
     def _record(self, trainer, operation: str, argument: Any, before: ResNet, after: ResNet,
                 strengths: Mapping[tuple[int, int], float]) -> None:
@@ -331,9 +330,9 @@ class ResBuilderHook(Hook):
         trainer.event(kind, **{k: v for k, v in record.items() if k not in ("kind", "epoch")})
 
 
-def make_hook(section: Mapping[str, Any] | None, config: Config) -> ResBuilderHook:
-    """The hook for a config's ``resbuilder`` section (``reslab train`` calls this)."""
-    return ResBuilderHook(ResBuilderConfig.from_dict(section), seed=config.seed)
+def make_hook(settings: ResBuilderConfig, config: Config) -> ResBuilderHook:
+    """The hook for a config's ``resbuilder`` section (``reslab.train.plugins`` calls this)."""
+    return ResBuilderHook(settings, seed=config.seed)
 
 
 __all__ = ["FOUND_SPEC", "ResBuilderHook", "make_hook"]

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 
 class DataError(ValueError):
-    """Bad data or data settings; the message names the file, folder or config key at fault."""
+    """Bad data; the message names the file or folder at fault (bad data settings are ``ConfigError``s)."""

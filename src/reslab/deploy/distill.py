@@ -13,7 +13,6 @@ and the file's SHA-256.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..io import CheckpointError
+from ..schema import ConfigError, at_least, in_range, option
 from ..train.checkpoint import load_model
 from ..train.config import Config
 from ..train.engine import Trainer
 from ..train.hooks import Hook
 from ..train.precision import autocast_context
-from ..train.schema import ConfigError, at_least, in_range, option, read_section
 
 
 @dataclass
@@ -39,12 +38,8 @@ class DistillConfig:
         0.9, in_range(0.0, 1.0, high_open=False), "weight of the soft (teacher) term; 1 - alpha weighs the labels"
     )
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> DistillConfig:
-        cfg = read_section(cls, raw or {}, "distill")
-        if cfg.teacher is None:
-            raise ConfigError("distill.teacher: required (a reslab model file or checkpoint)")
-        return cfg
+
+SECTION = DistillConfig  # the ``distill`` section of a training config (reslab.train.plugins)
 
 
 def distill_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -59,6 +54,8 @@ class DistillHook(Hook):
     """Mixes the teacher's softened outputs into the loss through the engine's loss seam."""
 
     def __init__(self, config: DistillConfig) -> None:
+        if config.teacher is None:
+            raise ConfigError("distill.teacher: required (a reslab model file or checkpoint)")
         self.config = config
         self.path = Path(config.teacher)
         try:
@@ -94,9 +91,9 @@ class DistillHook(Hook):
         }
 
 
-def make_hook(section: Mapping[str, Any] | None, config: Config) -> DistillHook:
-    """The hook for a config's ``distill`` section (``reslab train`` and ``reslab build`` call this)."""
-    return DistillHook(DistillConfig.from_dict(section))
+def make_hook(settings: DistillConfig, config: Config) -> DistillHook:
+    """The hook for a config's ``distill`` section (``reslab.train.plugins`` calls this)."""
+    return DistillHook(settings)
 
 
-__all__ = ["DistillConfig", "DistillHook", "distill_loss", "make_hook"]
+__all__ = ["SECTION", "DistillConfig", "DistillHook", "distill_loss", "make_hook"]

@@ -2,8 +2,8 @@
 
 * ``channels``: which channels must be cut together, and which parameters decide that a channel is dead
   (from the layouts the block classes declare in ``reslab.layers.blocks``).
-* ``carry``: the one weight carry: copy tensors from one network into another along a map, and the
-  optimizer state with them.
+* ``carry``: the one weight carry: copy tensors from one network into another along a map (the optimizer
+  state follows the same map in ``reslab.train.optim``).
 * ``surgery``: structural edits (insert / delete blocks, cut / widen channels) built on both.
 """
 
@@ -12,11 +12,9 @@ from .carry import (
     Edit,
     SurgeryError,
     WeightMap,
-    carry_optimizer_state,
     carry_weights,
     compose,
     identity_map,
-    load_carried_state,
     take,
     transplant,
 )
@@ -36,8 +34,8 @@ from .surgery import (
 )
 
 __all__ = [
-    "Carry", "ChannelLayout", "Edit", "SurgeryError", "WeightMap", "block_prefix", "carry_optimizer_state",
-    "carry_weights", "channel_layout", "compose", "copies_for", "cut_channels", "delete_block", "delete_blocks",
-    "drop_blocks", "expanded_widths", "identity_map", "insert_block", "load_carried_state", "new_block_spec",
-    "set_branch_gain", "take", "transplant", "why_not_deletable", "widen_channels",
+    "Carry", "ChannelLayout", "Edit", "SurgeryError", "WeightMap", "block_prefix", "carry_weights", "channel_layout",
+    "compose", "copies_for", "cut_channels", "delete_block", "delete_blocks", "drop_blocks", "expanded_widths",
+    "identity_map", "insert_block", "new_block_spec", "set_branch_gain", "take", "transplant", "why_not_deletable",
+    "widen_channels",
 ]

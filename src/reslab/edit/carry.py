@@ -3,8 +3,8 @@
 A ``WeightMap`` says, for every state-dict key of a new network, which key of the old one it came from and
 which positions of each leading dimension it kept (``Carry``; ``None``: newly initialised). ``carry_weights``
 copies along such a map into a module; ``transplant`` builds a spec and carries into it (every structural
-edit of ``reslab.edit.surgery`` is one). The same map carries the optimizer's per-parameter state (momentum,
-Adam moments) across an edit and composes over several edits in a row.
+edit of ``reslab.edit.surgery`` is one). Maps compose over several edits in a row; the trainer carries the
+optimizer's per-parameter state along the same map (``reslab.train.optim.carry_optimizer_state``).
 """
 
 from __future__ import annotations
@@ -136,48 +136,3 @@ def renumbered(source_of_block: BlockMove) -> KeyMap:
         return None if source is None else Carry(f"{block_prefix(*source)}.{rest}")
 
     return mapping
-
-
-# -- optimizer state -----------------------------------------------------------------------------------
-def carry_optimizer_state(old_model: nn.Module, new_model: nn.Module, old_optimizer: torch.optim.Optimizer,
-                          weights: WeightMap) -> Callable[[str], dict | None]:
-    """``optimizer_state_for(name)``: the optimizer state of the new model's parameter ``name``, carried from
-    the old parameter it came from and cut like it (``None``: a new parameter, which starts fresh).
-
-    Per-parameter tensors shaped like the parameter (momentum buffers, Adam moments) are cut with the
-    parameter's index; anything else (Adam's step count) is copied.
-    """
-    old_params = dict(old_model.named_parameters())
-    new_params = dict(new_model.named_parameters())
-
-    def optimizer_state_for(name: str) -> dict | None:
-        if name not in new_params:
-            raise KeyError(f"optimizer_state_for: {name!r} is not a parameter of the new model")
-        carry = weights.get(name)
-        if carry is None:
-            return None
-        old_param = old_params[carry.source]
-        state = old_optimizer.state.get(old_param)
-        if not state:
-            return None
-        out = {}
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape == old_param.shape:
-                value = take(value, carry.index).clone()
-                if value.shape != new_params[name].shape:
-                    raise SurgeryError(f"optimizer state {key!r} of {name!r} does not fit the new parameter")
-            elif isinstance(value, torch.Tensor):
-                value = value.clone()
-            out[key] = value
-        return out
-
-    return optimizer_state_for
-
-
-def load_carried_state(optimizer: torch.optim.Optimizer, model: nn.Module,
-                       optimizer_state_for: Callable[[str], dict | None]) -> None:
-    """Fill a freshly built ``optimizer`` over ``model`` with carried per-parameter state."""
-    for name, param in model.named_parameters():
-        state = optimizer_state_for(name)
-        if state is not None:
-            optimizer.state[param] = state

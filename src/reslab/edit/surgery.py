@@ -4,7 +4,7 @@ Each edit takes a built network, edits its spec, builds the new network with ``r
 every surviving tensor (parameters and BN statistics) across (``reslab.edit.carry``), so ``model.spec``
 always describes the module exactly. It returns an ``Edit``: the new model and a ``WeightMap`` saying, for
 every state-dict key of the new model, which key of the old one it came from and which channels it kept
-(``None``: newly initialised). The same map carries the optimizer's per-parameter state across the edit.
+(``None``: newly initialised). The trainer carries the optimizer's per-parameter state along the same map.
 
 Exactness: deleting a block whose branch output is zero, cutting channels that are dead in the sense of
 ``reslab.edit.channels``, or widening (copies of channels whose readers share the source's weights)

@@ -1,11 +1,11 @@
 """Training: config, loop, hooks, checkpoints, multi-process runs and reports.
 
-``Trainer(load_config("configs/digits.yaml")).fit()`` is what ``reslab train`` does.
+``run_training(load_config("configs/digits.yaml"))`` (``Trainer(config).fit()``, then ``close()``) is what
+``reslab train`` does.
 """
 
 from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from .config import (
-    EXTRA_SECTIONS,
     Config,
     ConfigError,
     ModelConfig,
@@ -16,12 +16,13 @@ from .config import (
     apply_overrides,
     load_config,
 )
-from .engine import NonFiniteLoss, Trainer, TrainingError, train
+from .engine import NonFiniteLoss, RunStopped, Trainer, TrainingError, run_training
 from .hooks import Hook
 from .optim import lr_factor_fn, make_optimizer, make_scheduler, param_groups
+from .plugins import PLUGIN_SECTIONS
 
 __all__ = [
-    "EXTRA_SECTIONS",
+    "PLUGIN_SECTIONS",
     "Checkpoint",
     "Config",
     "ConfigError",
@@ -30,6 +31,7 @@ __all__ = [
     "NonFiniteLoss",
     "OptimConfig",
     "OutputConfig",
+    "RunStopped",
     "ScheduleConfig",
     "TrainConfig",
     "Trainer",
@@ -42,6 +44,6 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "param_groups",
+    "run_training",
     "save_checkpoint",
-    "train",
 ]

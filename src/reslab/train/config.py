@@ -2,9 +2,10 @@
 
 Every section is a dataclass whose fields carry their allowed values; ``Config.from_dict`` checks a plain
 mapping (a YAML file after ``--set`` overrides) and raises one ``ConfigError`` naming the key path at fault
-(``optim.lr``, ``train.precision``) and what it accepts. Sections owned by optional parts of reslab
-(``resbuilder``, ``analysis``) are kept as raw mappings in ``Config.extras``: the engine never imports them,
-the CLI hands them to their package.
+(``optim.lr``, ``train.precision``) and what it accepts. Sections owned by the packages above the engine
+(``resbuilder``, ``analysis``, ``distill``) are declared by those packages in the same way and checked by the
+same code; ``Config.plugins`` holds them, typed (see ``reslab.train.plugins``, which finds them by name, so
+the engine never imports its plug-ins).
 """
 
 from __future__ import annotations
@@ -19,15 +20,9 @@ from typing import Any
 import yaml
 
 from .. import strict_yaml
-from ..data import DataConfig, DataError
-from .schema import ConfigError, at_least, choice, coerce, in_range, option, read_section
-
-# Sections read by optional packages, and the module that turns each into hooks (see ``reslab.train.plugins``).
-EXTRA_SECTIONS: dict[str, str] = {
-    "resbuilder": "reslab.builder",
-    "analysis": "reslab.analysis",
-    "distill": "reslab.deploy.distill",
-}
+from ..data import DataConfig
+from ..schema import ConfigError, at_least, choice, coerce, in_range, option, read_section
+from .plugins import PLUGIN_SECTIONS, section_type
 
 # A folder name's limit on common file systems.
 MAX_NAME_BYTES = 255
@@ -141,7 +136,8 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    extras: dict[str, dict] = field(default_factory=dict)
+    # The plug-in sections present (``resbuilder``, ...): their packages' ``SECTION`` dataclasses.
+    plugins: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_name(self) -> str:
@@ -155,10 +151,10 @@ class Config:
         return Path(self.output.out_dir) / self.run_name
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "seed": self.seed, "data": self.data.to_dict()}
-        for section in ("model", "optim", "schedule", "train", "output"):
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        for section in SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
-        out.update(copy.deepcopy(self.extras))
+        out.update({key: dataclasses.asdict(settings) for key, settings in self.plugins.items()})
         return out
 
     def to_yaml(self) -> str:
@@ -177,6 +173,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
+    "data": DataConfig,
     "model": ModelConfig,
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
@@ -188,7 +185,7 @@ SECTIONS: dict[str, type] = {
 def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the config must be a mapping of sections, got {type(raw).__name__}")
-    top_keys = ["name", "seed", "data", *SECTIONS, *EXTRA_SECTIONS]
+    top_keys = ["name", "seed", *SECTIONS, *PLUGIN_SECTIONS]
     unknown = [k for k in raw if k not in top_keys]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (allowed: {', '.join(top_keys)})")
@@ -200,19 +197,10 @@ def _config_from_dict(raw: Mapping[str, Any]) -> Config:
     seed = coerce(raw.get("seed", 0), int, "seed")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed: must be in [0, 2**63) (torch's generator takes 64-bit seeds), got {seed}")
-    data_raw = raw.get("data") or {}
-    try:
-        data = DataConfig.from_dict(data_raw, where="data")
-    except (DataError, TypeError) as err:
-        raise ConfigError(str(err)) from None
     sections = {key: read_section(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
-    extras = {}
-    for key in EXTRA_SECTIONS:
-        if key in raw and raw[key] is not None:
-            if not isinstance(raw[key], Mapping):
-                raise ConfigError(f"{key}: must be a mapping, got {type(raw[key]).__name__}")
-            extras[key] = copy.deepcopy(dict(raw[key]))
-    config = Config(name=name, seed=seed, data=data, extras=extras, **sections)
+    plugins = {key: read_section(section_type(key), raw[key], key)
+               for key in PLUGIN_SECTIONS if raw.get(key) is not None}
+    config = Config(name=name, seed=seed, plugins=plugins, **sections)
     _check_consistency(config)
     return config
 
@@ -337,7 +325,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), wher
 def checkpoint_config(checkpoint: str | Path, config_path: str | Path | None = None, data: str | None = None,
                       overrides: Sequence[str] = ()) -> Config:
     """The config a checkpoint was trained with (its run's ``config.yaml``, for the same data settings, val split
-    and seed), or ``config_path``; ``data`` and ``overrides`` are applied on top. Extra sections are dropped:
+    and seed), or ``config_path``; ``data`` and ``overrides`` are applied on top. Plug-in sections are dropped:
     evaluating or analysing a network needs neither them nor their packages."""
     checkpoint = Path(checkpoint)
     overrides = list(overrides) + ([f"data.name={data}"] if data is not None else [])
@@ -345,7 +333,7 @@ def checkpoint_config(checkpoint: str | Path, config_path: str | Path | None = N
         config_path = checkpoint.parent / "config.yaml"
     raw = read_yaml(config_path) if config_path is not None else {}
     raw.pop("name", None)
-    for section in EXTRA_SECTIONS:
+    for section in PLUGIN_SECTIONS:
         raw.pop(section, None)
     return Config.from_dict(apply_overrides(raw, overrides), where=str(config_path or "--set"))
 
@@ -358,25 +346,23 @@ def _spec_replaces_name(raw: dict[str, Any], given: set[str]) -> None:
 
 
 def describe_schema() -> str:
-    """Every key with its default and description, for ``reslab train --help-config``."""
-    lines = []
-    for f in fields(Config):
-        if f.name in ("data", "extras") or f.name in SECTIONS:
-            continue
-        lines.append(f"{f.name}: {f.default!r}  # {f.metadata.get('doc', '')}")
-    lines.append("data: see reslab.data.DataConfig (" + ", ".join(x.name for x in fields(DataConfig)) + ")")
-    for key, cls in SECTIONS.items():
-        instance = cls()
-        lines.append(f"{key}:")
+    """Every key of every section, plug-ins' included, with its default and description, for ``reslab train
+    --help-config``."""
+    def show(value: Any) -> str:  # as YAML writes it, so that a line can be pasted into a config
+        return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
+
+    lines = [f"{f.name}: {show(f.default)}  # {f.metadata['doc']}" for f in fields(Config)[:2]]  # name, seed
+    sections = {**SECTIONS, **{key: section_type(key) for key in PLUGIN_SECTIONS}}
+    for key, cls in sections.items():
+        lines.append(f"{key}:" + ("  # a plug-in section: present only when given" if key in PLUGIN_SECTIONS else ""))
         for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             doc = f.metadata.get("doc", "")
-            lines.append(f"  {f.name}: {getattr(instance, f.name)!r}" + (f"  # {doc}" if doc else ""))
-    lines.append("extra sections handed to optional packages: " + ", ".join(EXTRA_SECTIONS))
+            lines.append(f"  {f.name}: {show(default)}" + (f"  # {doc}" if doc else ""))
     return "\n".join(lines)
 
 
 __all__ = [
-    "EXTRA_SECTIONS",
     "Config",
     "ConfigError",
     "DataConfig",

@@ -17,7 +17,7 @@ exactly as the uninterrupted run does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from ..build import build
 from ..data import DataBundle, Split, load_data
 from ..data.preprocess import Preprocess
+from ..edit import WeightMap
 from ..spec import NetSpec
 from . import distributed as dist_utils
 from . import rundir
@@ -37,11 +38,11 @@ from .finetune import FineTune
 from .hooks import Hook
 from .inference import eval_logits
 from .model_setup import init_weights, make_spec_from_config
-from .optim import make_optimizer, make_scheduler, restore_scheduler, scheduler_position
+from .optim import carry_optimizer_state, make_optimizer, make_scheduler, restore_scheduler, scheduler_position
 from .precision import autocast_context, resolve_precision, seed_everything
 from .progress import Progress
 from .run_files import RunFiles
-from .rundir import BEST, LAST, NonFiniteLoss, TrainingError
+from .rundir import BEST, LAST, NonFiniteLoss, RunStopped, TrainingError
 from .tblog import open_writer
 
 
@@ -190,27 +191,22 @@ class Trainer(RunFiles):
         restore_scheduler(self.scheduler, position)
         self.event("schedule_restarted", start_epoch=self.schedule_start_epoch)
 
-    def set_model(
-        self, new_model: nn.Module, optimizer_state_for: Callable[[str], dict | None] | None = None
-    ) -> None:
+    def set_model(self, new_model: nn.Module, weights: WeightMap | None = None) -> None:
         """Replace the network (e.g. after an architecture edit) and rebuild everything attached to it.
 
-        The optimizer is rebuilt with the same hyper-parameters and ``optimizer_state_for(param_name)``
-        supplies each new parameter's state (``{"momentum_buffer": t}`` for SGD; ``None`` = fresh); the
-        scheduler continues at the same step; DDP and torch.compile are re-applied.
+        The optimizer is rebuilt with the same hyper-parameters; ``weights``, where each new tensor came
+        from (the map of ``reslab.edit``'s edits), carries the surviving parameters' state across
+        (``optim.carry_optimizer_state``), ``None`` starts it fresh. The scheduler continues at the same
+        step; DDP and torch.compile are re-applied.
         """
         if not isinstance(getattr(new_model, "spec", None), NetSpec):
             raise TypeError("set_model needs a reslab network with a .spec (built by reslab.build)")
         position = scheduler_position(self.scheduler)
+        old_model, old_optimizer = self.model, self.optimizer
         self.model = new_model.to(self.device, memory_format=self._memory_format)
         self.optimizer = make_optimizer(self.model, self.config.optim)
-        if optimizer_state_for is not None:
-            for name, param in self.model.named_parameters():
-                state = optimizer_state_for(name)
-                if state:
-                    self.optimizer.state[param] = {
-                        k: (v.to(param.device) if isinstance(v, Tensor) else v) for k, v in state.items()
-                    }
+        if weights is not None:
+            carry_optimizer_state(old_optimizer, old_model, self.optimizer, self.model, weights)
         self.scheduler = self._new_scheduler()
         restore_scheduler(self.scheduler, position)
         self._wrap()
@@ -436,13 +432,18 @@ class Trainer(RunFiles):
             dist_utils.cleanup()
 
 
-def train(config: Config, hooks: Sequence[Hook] = (), **kwargs: Any) -> dict[str, Any]:
-    """Build a ``Trainer``, run it and release its resources; returns the summary."""
-    trainer = Trainer(config, hooks, **kwargs)
+def run_training(config: Config, hooks: Sequence[Hook] = (), *, data: DataBundle | None = None,
+                 run_dir: str | Path | None = None, resume: bool = False,
+                 overwrite: bool = False) -> tuple[Trainer, dict[str, Any]]:
+    """Build a ``Trainer`` (arguments as there), fit it and release it; returns it (model, run folder) and the
+    summary. Ctrl-C or SIGTERM during ``fit`` come out as ``RunStopped``, which says what was saved."""
+    trainer = Trainer(config, hooks, data=data, run_dir=run_dir, resume=resume, overwrite=overwrite)
     try:
-        return trainer.fit()
+        return trainer, trainer.fit()
+    except KeyboardInterrupt as stop:
+        raise RunStopped(trainer.run_dir, trainer.epochs_saved, isinstance(stop, rundir.Terminated)) from None
     finally:
         trainer.close()
 
 
-__all__ = ["NonFiniteLoss", "Trainer", "TrainingError", "train"]
+__all__ = ["NonFiniteLoss", "RunStopped", "Trainer", "TrainingError", "run_training"]

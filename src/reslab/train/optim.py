@@ -17,6 +17,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..build import CLASSIFIER
+from ..edit import SurgeryError, WeightMap, take
 from .config import OptimConfig, ScheduleConfig
 
 # Modules whose weights are scale/shift parameters, not filters: no weight decay under no_decay_bn_bias.
@@ -71,6 +72,37 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")  # validated in config; a schema bug
+
+
+def carry_optimizer_state(old: torch.optim.Optimizer, old_model: nn.Module, new: torch.optim.Optimizer,
+                          new_model: nn.Module, weights: WeightMap) -> None:
+    """Fill ``new``, a fresh optimizer over ``new_model``, with ``old``'s per-parameter state (momentum
+    buffers, Adam moments and step) after an architecture edit turned ``old_model`` into ``new_model``.
+
+    ``weights`` says where each new tensor came from (the map ``reslab.edit``'s edits return; ``identity_map``
+    of the old model for "same names"). State tensors shaped like the old parameter are cut with the
+    parameter's kept positions; other entries are copied. A new parameter (no source, or a source without
+    state) starts empty, as in a fresh optimizer.
+    """
+    old_params = dict(old_model.named_parameters())
+    for name, param in new_model.named_parameters():
+        carry = weights.get(name)
+        source = None if carry is None else old_params.get(carry.source)
+        state = None if source is None else old.state.get(source)
+        if not state:
+            continue
+        carried = {}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == source.shape:
+                value = take(value, carry.index)
+                if value.shape != param.shape:
+                    raise SurgeryError(f"optimizer state {key!r} of {carry.source!r} does not fit the new "
+                                       f"parameter {name!r}: {tuple(value.shape)} against {tuple(param.shape)}")
+                value = value.to(param.device, copy=True)
+            elif isinstance(value, torch.Tensor):
+                value = value.clone()  # Adam's step: a scalar tensor that stays where the optimizer keeps it
+            carried[key] = value
+        new.state[param] = carried
 
 
 def lr_factor_fn(
@@ -157,6 +189,7 @@ def rescale_lr(scheduler: LambdaLR, factor: float) -> None:
 
 __all__ = [
     "backbone_groups",
+    "carry_optimizer_state",
     "lr_factor_fn",
     "rescale_lr",
     "make_optimizer",

@@ -307,6 +307,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (docker stop, SLURM preemption), raised where the program is, like Ctrl-C."""
 
 
+class RunStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training, with what the run folder holds to resume from: ``epochs_saved``
+    finished epochs in its ``last`` checkpoint (0: none written yet)."""
+
+    def __init__(self, run_dir: Path, epochs_saved: int, terminated: bool) -> None:
+        super().__init__("SIGTERM" if terminated else "interrupted")
+        self.run_dir, self.epochs_saved, self.terminated = run_dir, epochs_saved, terminated
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM stops the run the way Ctrl-C does (atomic writes finish or roll back)."""
@@ -333,6 +342,8 @@ __all__ = [
     "RESUMABLE_KEYS",
     "RUN_FILES",
     "RunLock",
+    "RunStopped",
+    "Terminated",
     "TrainingError",
     "append_jsonl",
     "keep_rows_before",

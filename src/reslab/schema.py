@@ -1,6 +1,9 @@
 """How a config section is declared and checked: dataclass fields with ``option(default, check, doc)``, and
 ``read_section(cls, raw, where)``, which turns a plain mapping into that dataclass or raises one ``ConfigError``
-naming the key path at fault. Every config section of reslab (train, data, ResBuilder, plug-ins) uses it."""
+naming the key path at fault. Every config section of reslab (data, train, and the plug-ins' ResBuilder,
+analysis and distillation sections) uses it; a field may itself be a section (``data.augment``). A section
+that must also be valid when built in code calls ``check_fields(self, where)`` from ``__post_init__``.
+Plain Python (no torch), below every package that has settings."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import field, fields
+from dataclasses import field, fields, is_dataclass
 from typing import Any
 
 
@@ -56,6 +59,7 @@ def option(default: Any, check: Check | None = None, doc: str = "") -> Any:
 
 
 def read_section(cls: type, raw: Any, where: str) -> Any:
+    """``raw`` (a mapping; ``None``: all defaults) as the section ``cls``; unknown keys and bad values raise."""
     if raw is None:
         return cls()
     if not isinstance(raw, Mapping):
@@ -65,25 +69,34 @@ def read_section(cls: type, raw: Any, where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
     hints = typing.get_type_hints(cls)
-    values = {}
-    for f in fields(cls):
-        if f.name not in raw:
-            continue
-        path = f"{where}.{f.name}"
-        value = coerce(raw[f.name], hints[f.name], path)
-        check = f.metadata.get("check")
-        problem = check(value) if check and not isinstance(value, list) else None
-        if problem:
-            raise ConfigError(f"{path}: must be {problem}; got {value!r}")
-        values[f.name] = value
-    return cls(**values)
+    return cls(**{f.name: _read_field(f, raw[f.name], hints[f.name], where) for f in fields(cls) if f.name in raw})
+
+
+def check_fields(section: Any, where: str) -> None:
+    """Check every field of a section built in code as ``read_section`` checks a file's (numbers given as
+    ints become floats where the field is a float)."""
+    hints = typing.get_type_hints(type(section))
+    for f in fields(section):
+        object.__setattr__(section, f.name, _read_field(f, getattr(section, f.name), hints[f.name], where))
+
+
+def _read_field(f: Any, value: Any, kind: Any, where: str) -> Any:
+    path = f"{where}.{f.name}"
+    value = coerce(value, kind, path)
+    check = f.metadata.get("check")
+    problem = check(value) if check and not isinstance(value, list) else None
+    if problem:
+        raise ConfigError(f"{path}: must be {problem}; got {value!r}")
+    return value
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def coerce(value: Any, kind: Any, path: str) -> Any:
-    """Check ``value`` against a type hint (str, int, float, bool, X | None, list[X])."""
+    """Check ``value`` against a type hint (str, int, float, bool, X | None, list[X], a section)."""
+    if is_dataclass(kind):
+        return value if isinstance(value, kind) else read_section(kind, value, path)
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
@@ -127,4 +140,6 @@ def _show(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {value!r}"
 
 
-__all__ = ["Check", "ConfigError", "at_least", "choice", "in_range", "coerce", "option", "read_section"]
+__all__ = [
+    "Check", "ConfigError", "at_least", "check_fields", "choice", "in_range", "coerce", "option", "read_section"
+]
