@@ -33,6 +33,7 @@ from reslab.train.precision import cpu_has_native_bf16
 # Profiler op names -> the parts of the step the question is about (first match wins).
 GROUPS = [
     ("convolution", ("conv", "mkldnn_convolution")),
+    ("compiled fused kernels (BN, ReLU, add)", ("compiledfxgraph", "cpp_fused")),
     ("batch norm", ("batch_norm",)),
     ("relu", ("relu", "threshold", "clamp_min")),
     ("residual add / padded shortcut", ("aten::add", "constant_pad", "aten::cat", "aten::slice")),
@@ -88,8 +89,8 @@ def training_flops_per_image(model_name: str) -> float:
     return 3 * counter.get_total_flops()  # forward + backward (input and weight gradients)
 
 
-def breakdown(model_name: str, batch: int, bf16: bool, steps: int) -> None:
-    variant = StepVariant(model_name, batch, compiled=False, bf16=bf16)
+def breakdown(model_name: str, batch: int, bf16: bool, steps: int, compiled: bool) -> None:
+    variant = StepVariant(model_name, batch, compiled=compiled, bf16=bf16)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             variant.step()
@@ -99,7 +100,8 @@ def breakdown(model_name: str, batch: int, bf16: bool, steps: int) -> None:
         group = next((g for g, keys in GROUPS if any(k.lower() in name for k in keys)), "other")
         totals[group] += event.self_cpu_time_total
     whole = sum(totals.values())
-    print(f"\n== 2. where an eager step's time goes ({model_name}, batch {batch}, {steps} steps, self CPU time)")
+    kind = "a compiled" if compiled else "an eager"
+    print(f"\n== 2. where {kind} step's time goes ({model_name}, batch {batch}, {steps} steps, self CPU time)")
     for group, micros in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {group:32s} {micros / 1e3 / steps:8.1f} ms/step  {100 * micros / whole:5.1f} %")
 
@@ -120,7 +122,8 @@ def main() -> None:
     )
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)
     print(f"== 1. {'bf16' if bf16 else 'fp32'} GEMM peak (4096^3): {peak:.0f} GFLOP/s")
-    breakdown(args.model, args.batches[0], bf16, steps=10)
+    for compiled in (False,) if args.no_compile else (False, True):
+        breakdown(args.model, args.batches[0], bf16, steps=10, compiled=compiled)
 
     variants = [StepVariant(args.model, b, False, bf16) for b in args.batches]
     if not args.no_compile:
