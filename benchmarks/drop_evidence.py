@@ -1,22 +1,45 @@
-"""Evidence for docs/regularisers.md: what do stochastic depth, separated stochastic depth and ShakeDrop do to a
-small PyramidNet on real CIFAR-10 images, and how much training time does skipping dropped branches save?
+"""Evidence for docs/regularisers.md: do stochastic depth (PyramidDrop), separated stochastic depth
+(PyramidSepDrop) and ShakeDrop help a PyramidNet where regularisers are meant to help, when it overfits? And
+how much training time does skipping dropped branches save?
 
 Two parts:
 
-1. Training runs through the engine (``reslab.train``): one PyramidNet trained on a class-balanced subset of
-   the CIFAR-10 image folder with each drop path (none, stochastic_depth, separated, shakedrop), for several
+1. Training runs through the engine (``reslab.train``): one PyramidNet trained on a fixed class-balanced subset
+   of the CIFAR-10 image folder with each drop path (none, stochastic_depth, separated, shakedrop), for 3
    seeds. A seed fixes the initial weights, the subset and the batch order, so the variants of one seed differ
-   only in their drop path. Writes a table (mean and spread of test accuracy, training time) and a plot.
+   only in their drop path. Writes a table (test accuracy mean ± std, final train accuracy, wall time), the
+   paired per-seed differences for the papers' orderings with a verdict each (``reslab.analysis.paired``:
+   holds when mean - 2 SE > 0, contradicted when mean + 2 SE < 0, else inconclusive) and a plot.
 2. A controlled timing of training steps, with and without stochastic depth, on the same weights and batch,
    interleaved so that both see the same machine load; reported as a measured time ratio beside the ratio
    that the skipped multiply-accumulates alone predict.
 
-    .venv/bin/python benchmarks/drop_evidence.py                # full: about an hour on 2 CPU cores
-    .venv/bin/python benchmarks/drop_evidence.py --scale tiny   # a few minutes: checks that it all runs
+Designs (``--scale``):
 
-Work goes to ``--work`` (default ``runs/drop_evidence``): one run folder per variant and seed, then
-``results.json``, ``table.md`` and ``drop_evidence.png``. Finished runs are reused, so an interrupted run
-resumes. CIFAR-10 is unpacked from ``../shared/data/cifar10-jpg/cifar10-jpg.tar.gz`` into the work folder.
+* ``overfit`` (default): PyramidNet-20 with alpha = 48 (the papers' family and widening rate, 0.31 M
+  parameters; PyramidNet-110 runs 5x slower per image, which the budget below does not allow), 5,000
+  training images (500 per class, crop + flip), all 10,000 test images, 200 epochs of batch 128, SGD with
+  Nesterov momentum, lr 0.1 divided by 10 at 50 % and 75 % of the epochs, weight decay 1e-4, p_L = 0.5
+  (linear decay), bf16 autocast and channels-last. 200 epochs on 5,000 images is meant to take the
+  unregularised network to >= 99 % training accuracy; the table says whether it did, and if not, the run does
+  not test the papers' claim (raise ``--epochs``).
+* ``underfit``: the previous design (PyramidNet-20 alpha 24, 10 epochs, fp32), where every network underfit.
+* ``tiny``: a few minutes, checks that it all runs.
+
+Budget of ``overfit`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch thread, bf16 + channels-last,
+eager, batch 128, while two other training processes shared the 2 cores): 360 images/s without a drop path,
+440 with stochastic depth, 330 with ShakeDrop. One run is 1.0 M training image passes, about 45 minutes;
+12 runs with ``--jobs 2`` (two 1-thread runs side by side) take about 4.5 hours on 2 cores, less on idle
+cores. ``--compile`` (``train.compile``) is about 1.3x faster per step but computes dropped branches (no
+skip saving, see docs/regularisers.md) and compiles once per run.
+
+    .venv/bin/python benchmarks/drop_evidence.py --jobs 2              # overfit design, about 4.5 h
+    .venv/bin/python benchmarks/drop_evidence.py --scale tiny --jobs 2 # a few minutes
+
+Work goes to ``--work`` (default ``runs/drop_evidence``)/<scale>: one run folder per variant and seed, then
+``results.json``, ``table.md`` and ``drop_evidence.png``. Finished runs are reused and an interrupted run
+resumes from its last epoch checkpoint. CIFAR-10 is unpacked from
+``../shared/data/cifar10-jpg/cifar10-jpg.tar.gz`` into the work folder.
 """
 
 from __future__ import annotations
@@ -25,14 +48,16 @@ import argparse
 import json
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from cifar_folder import unpack_cifar
 from torch.utils.flop_counter import FlopCounterMode
 
+from reslab.analysis.paired import paired
 from reslab.build import build
-from reslab.data import load_data
 from reslab.train.config import load_config
 from reslab.train.engine import Trainer
 from reslab.zoo import make_spec
@@ -41,64 +66,86 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("none", "stochastic_depth", "separated", "shakedrop")
 LABELS = {"none": "PyramidNet", "stochastic_depth": "PyramidDrop (stochastic depth)",
           "separated": "PyramidSepDrop (separated)", "shakedrop": "ShakeDrop"}
+# The papers' orderings, as (a, b, claim): "a beats b". PyramidSepDrop >= PyramidDrop is a "not worse" claim,
+# tested here with the same rule (its "holds" is the stronger "better").
+CLAIMS = (
+    ("stochastic_depth", "none", "PyramidDrop > PyramidNet"),
+    ("separated", "none", "PyramidSepDrop > PyramidNet"),
+    ("separated", "stochastic_depth", "PyramidSepDrop >= PyramidDrop"),
+    ("shakedrop", "none", "ShakeDrop > PyramidNet"),
+    ("shakedrop", "stochastic_depth", "ShakeDrop > PyramidDrop"),
+    ("shakedrop", "separated", "ShakeDrop > PyramidSepDrop"),
+)
+OVERFIT_TRAIN_ACCURACY = 0.99  # the baseline's final train accuracy that puts a design in the overfitting regime
 
-# Sized so that the full run takes about an hour on 2 CPU cores: 4 variants x 3 seeds x one short schedule,
-# then about two minutes of step timing.
 SCALES = {
-    "full": {"model": "pyramidnet20_a24", "seeds": [0, 1, 2], "train_per_class": 500, "test_per_class": 500,
-             "epochs": 10, "timing_rounds": 8, "timing_steps": 3},
-    "tiny": {"model": "pyramidnet20_a24", "seeds": [0], "train_per_class": 20, "test_per_class": 10,
-             "epochs": 1, "timing_rounds": 2, "timing_steps": 1},
+    "overfit": {"model": "pyramidnet20_a48", "seeds": [0, 1, 2], "train_per_class": 500, "test_per_class": None,
+                "epochs": 200, "precision": "bf16", "timing_rounds": 8, "timing_steps": 3},
+    "underfit": {"model": "pyramidnet20_a24", "seeds": [0, 1, 2], "train_per_class": 500, "test_per_class": 500,
+                 "epochs": 10, "precision": "fp32", "timing_rounds": 8, "timing_steps": 3},
+    "tiny": {"model": "pyramidnet20_a24", "seeds": [0, 1], "train_per_class": 20, "test_per_class": 10,
+             "epochs": 2, "precision": "bf16", "timing_rounds": 2, "timing_steps": 1},
 }
 FINAL_SURVIVAL = 0.5  # p_L of all three papers
 BATCH_SIZE = 128
 
 
-def run_config(scale: dict, data_dir: Path, variant: str, seed: int):
-    """The engine config of one run: the papers' optimiser and schedule shape on a short CPU budget."""
+def run_config(scale: dict, data_dir: Path, variant: str, seed: int, compile_model: bool = False):
+    """The engine config of one run: the papers' optimiser and schedule shape."""
     epochs = scale["epochs"]
     milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
+    test = [] if scale["test_per_class"] is None else [f"data.test_per_class={scale['test_per_class']}"]
     return load_config(overrides=[
         f"name={variant}_seed{seed}", f"seed={seed}",
         "data.name=imagefolder", f"data.data_dir={data_dir}", "data.val_fraction=0",
-        f"data.train_per_class={scale['train_per_class']}", f"data.test_per_class={scale['test_per_class']}",
+        f"data.train_per_class={scale['train_per_class']}", *test,
         f"model.name={scale['model']}", f"model.drop_path={variant}", f"model.final_survival={FINAL_SURVIVAL}",
         "optim.lr=0.1", "optim.weight_decay=1e-4", "optim.nesterov=true",
         "schedule.name=multistep", f"schedule.milestones=[{','.join(map(str, milestones))}]",
-        f"train.epochs={epochs}", f"train.batch_size={BATCH_SIZE}", "train.precision=fp32",
-        "train.device=cpu", "train.progress=plain", "output.tensorboard=false",
+        f"train.epochs={epochs}", f"train.batch_size={BATCH_SIZE}", f"train.precision={scale['precision']}",
+        "train.channels_last=true", f"train.compile={str(compile_model).lower()}",
+        "train.device=cpu", "train.progress=none", "output.tensorboard=false", "output.keep_best=false",
     ])
 
 
-def train_all(scale: dict, work: Path) -> list[dict]:
-    data_dir = unpack_cifar(work / "data" / "cifar10-jpg")
+def train_one(scale: dict, work: Path, data_dir: Path, variant: str, seed: int, compile_model: bool) -> dict:
+    """One (variant, seed) run on one torch thread; a finished run is read back, a broken one resumed."""
+    torch.set_num_threads(1)
+    config = run_config(scale, data_dir, variant, seed, compile_model)
+    run_dir = work / "runs" / config.run_name
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+    else:
+        resume = (run_dir / "last.safetensors").is_file()
+        trainer = Trainer(config, run_dir=run_dir, resume=resume, overwrite=not resume)
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "variant": variant, "seed": seed, "test_accuracy": summary["test_accuracy"],
+        "test_images": summary["test_images"],
+        "train_time_s": sum(m["epoch_time_s"] for m in metrics),
+        "train_images_per_s": summary["train_images_per_s"],
+        "final_train_accuracy": metrics[-1]["train_acc"],
+    }
+
+
+def train_all(scale: dict, work: Path, jobs: int, compile_model: bool) -> list[dict]:
+    data_dir = unpack_cifar(work.parent / "data" / "cifar10-jpg")
+    todo = [(variant, seed) for seed in scale["seeds"] for variant in VARIANTS]
     results = []
-    for seed in scale["seeds"]:
-        data = None  # one subset per seed, shared by its four variants
-        for variant in VARIANTS:
-            config = run_config(scale, data_dir, variant, seed)
-            run_dir = work / "runs" / config.run_name
-            summary_file = run_dir / "summary.json"
-            if summary_file.is_file():
-                summary = json.loads(summary_file.read_text())
-            else:
-                if data is None:
-                    data = load_data(config.data, seed=seed)
-                trainer = Trainer(config, data=data, run_dir=run_dir, overwrite=True)
-                try:
-                    summary = trainer.fit()
-                finally:
-                    trainer.close()
-            metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            results.append({
-                "variant": variant, "seed": seed, "test_accuracy": summary["test_accuracy"],
-                "test_images": summary["test_images"],
-                "train_time_s": sum(m["epoch_time_s"] for m in metrics),
-                "train_images_per_s": summary["train_images_per_s"],
-                "final_train_accuracy": metrics[-1]["train_acc"],
-            })
-            print(f"{variant:>16} seed {seed}: test accuracy {100 * summary['test_accuracy']:.2f} %, "
-                  f"train {results[-1]['train_time_s']:.0f} s", flush=True)
+    # Spawned workers: each run is its own process with one torch thread, so --jobs 2 fills two cores.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(train_one, scale, work, data_dir, v, s, compile_model) for v, s in todo]
+        for future in futures:
+            r = future.result()
+            results.append(r)
+            print(f"{r['variant']:>16} seed {r['seed']}: test accuracy {100 * r['test_accuracy']:.2f} %, "
+                  f"final train accuracy {100 * r['final_train_accuracy']:.2f} %, train {r['train_time_s']:.0f} s",
+                  flush=True)
     return results
 
 
@@ -175,17 +222,32 @@ def summarise(results: list[dict]) -> list[dict]:
             "test_acc_mean": statistics.mean(acc), "test_acc_std": spread(acc),
             "test_acc_min": min(acc), "test_acc_max": max(acc),
             "train_acc_mean": statistics.mean(100 * r["final_train_accuracy"] for r in runs),
+            "train_acc_min": min(100 * r["final_train_accuracy"] for r in runs),
             "train_time_mean_s": statistics.mean(times), "train_time_std_s": spread(times),
             "time_vs_none": statistics.mean(times) / statistics.mean(base),
         })
     return rows
 
 
-def markdown(rows: list[dict], timing: dict, scale: dict, test_images: int) -> str:
+def claims(results: list[dict]) -> list[dict]:
+    """The papers' orderings as paired per-seed differences of test accuracy (percentage points)."""
+    acc = {(r["variant"], r["seed"]): 100 * r["test_accuracy"] for r in results}
+    seeds = sorted({r["seed"] for r in results})
+    out = []
+    for a, b, claim in CLAIMS:
+        p = paired([acc[a, s] for s in seeds], [acc[b, s] for s in seeds])
+        out.append({"claim": claim, "a": a, "b": b, "diffs": list(p.diffs), "mean": p.mean, "se": p.se,
+                    "shown": p.show(unit=" points"), "verdict": p.verdict})
+    return out
+
+
+def markdown(rows: list[dict], verdicts: list[dict], timing: dict, scale: dict, test_images: int) -> str:
+    base = next(r for r in rows if r["variant"] == "none")
+    overfits = base["train_acc_min"] >= 100 * OVERFIT_TRAIN_ACCURACY
     lines = [
         f"{scale['model']} on the CIFAR-10 image folder: {10 * scale['train_per_class']} training images, "
         f"{test_images} test images, {scale['epochs']} epochs, batch {BATCH_SIZE}, p_L = {FINAL_SURVIVAL}, "
-        f"seeds {scale['seeds']} (mean, sample standard deviation and range over seeds).",
+        f"{scale['precision']}, seeds {scale['seeds']} (mean, sample standard deviation and range over seeds).",
         "",
         "| drop path | test accuracy % (mean ± std) | range | final train accuracy % | train time s "
         "(mean ± std) | time vs none |",
@@ -197,10 +259,27 @@ def markdown(rows: list[dict], timing: dict, scale: dict, test_images: int) -> s
             f"{r['test_acc_min']:.2f}–{r['test_acc_max']:.2f} | {r['train_acc_mean']:.2f} | "
             f"{r['train_time_mean_s']:.0f} ± {r['train_time_std_s']:.0f} | {r['time_vs_none']:.2f} |"
         )
+    lines += [
+        "",
+        f"Overfitting regime: the unregularised network's final train accuracy is {base['train_acc_min']:.2f} % "
+        f"at least (test {base['test_acc_mean']:.2f} %): "
+        + ("at or above 99 %, so the design tests the papers' claims." if overfits else
+           "below 99 %, so this design does NOT test the papers' claims (train longer)."),
+        "",
+        "Paired per-seed differences of test accuracy (a − b, percentage points; mean ± 2 SE over seeds). "
+        "Verdict: holds when mean − 2 SE > 0, contradicted when mean + 2 SE < 0, else inconclusive.",
+        "",
+        "| claim | per-seed differences | mean ± 2 SE | verdict |",
+        "|---|---|---|---|",
+    ]
+    for v in verdicts:
+        diffs = ", ".join(f"{d:+.2f}" for d in v["diffs"])
+        verdict = v["verdict"] if overfits else f"{v['verdict']} (not in the overfitting regime)"
+        lines.append(f"| {v['claim']} | {diffs} | {v['shown']} | {verdict} |")
     t = timing
     lines += [
         "",
-        f"Step timing ({t['model']}, batch {t['batch_size']}, {t['threads']} threads, {t['steps_each']} "
+        f"Step timing ({t['model']}, batch {t['batch_size']}, fp32, {t['threads']} thread(s), {t['steps_each']} "
         f"interleaved steps each): median {t['median_step_s']['none']:.3f} s without and "
         f"{t['median_step_s']['stochastic_depth']:.3f} s with stochastic depth, a measured time ratio of "
         f"{t['measured_ratio']:.2f} (saving {100 * (1 - t['measured_ratio']):.0f} %); the skipped "
@@ -241,23 +320,32 @@ def plot(rows: list[dict], results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="overfit")
+    parser.add_argument("--epochs", type=int, help="override the design's epochs (milestones follow)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one torch thread each")
+    parser.add_argument("--compile", action="store_true", help="train.compile (no skip saving, see the docstring)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "drop_evidence")
     args = parser.parse_args()
-    scale = SCALES[args.scale]
-    work = args.work / args.scale
+    scale = dict(SCALES[args.scale])
+    name = args.scale
+    if args.epochs is not None:
+        scale["epochs"] = args.epochs
+        name = f"{args.scale}_e{args.epochs}"
+    work = args.work / name
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    results = train_all(scale, work)
+    results = train_all(scale, work, args.jobs, args.compile)
+    torch.set_num_threads(1)
     timing = time_skipping(scale)
     rows = summarise(results)
+    verdicts = claims(results)
     test_images = results[0]["test_images"]
-    table = markdown(rows, timing, scale, test_images)
+    table = markdown(rows, verdicts, timing, scale, test_images)
     (work / "table.md").write_text(table)
     (work / "results.json").write_text(json.dumps(
-        {"scale": args.scale, "settings": scale, "runs": results, "summary": rows, "timing": timing},
-        indent=1) + "\n")
+        {"scale": args.scale, "settings": scale, "compile": args.compile, "runs": results, "summary": rows,
+         "claims": verdicts, "timing": timing}, indent=1) + "\n")
     plot(rows, results, work / "drop_evidence.png")
     print()
     print(table)
