@@ -312,6 +312,9 @@ class LinearizeResult:
     baseline_accuracy: float
     baseline_apl: float
     points: list[LinearizePoint]
+    # Test accuracy right after each mode's penalty phase, before any unit is fixed: how much of the fully
+    # nonlinear network's accuracy the penalised (partly linear) network keeps.
+    penalised_accuracy: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,7 +322,7 @@ class LinearizeResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinearizeResult:
         return cls(d["model"], d["total_units"], d["baseline_accuracy"], d["baseline_apl"],
-                   [LinearizePoint(**p) for p in d["points"]])
+                   [LinearizePoint(**p) for p in d["points"]], dict(d.get("penalised_accuracy", {})))
 
 
 def linearization_study(model: ResNet, train: Sequence[Batch], test: Sequence[Batch],
@@ -346,6 +349,7 @@ def linearization_study(model: ResNet, train: Sequence[Batch], test: Sequence[Ba
         net = LinearizableNet(model, mode, example)
         train_epochs(net, train, config.penalty_epochs, config, config.penalty, generator)
         penalised[mode] = net
+        result.penalised_accuracy[mode] = accuracy(net, test)
     for fraction in sorted(set(fractions), reverse=True):
         target = round(fraction * reference.total_units)
         for mode in ("layer", "channel"):
