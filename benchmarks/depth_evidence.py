@@ -4,13 +4,38 @@ For each dataset, ``reslab.analysis.compare`` trains ResNet-20 and its plain twi
 seeds, runs the lesion, path and linearisation studies on each and tracks effective depth while training;
 then this script checks the papers' claims against the numbers and prints a verdict per claim.
 
-    .venv/bin/python benchmarks/depth_evidence.py               # full: about an hour on 2 CPU cores
-    .venv/bin/python benchmarks/depth_evidence.py --scale tiny  # a few minutes, checks that it all runs
-    .venv/bin/python benchmarks/depth_evidence.py --publish     # also copy reports and plots to docs/depth/
+Linearisation is compared as the sources compare it (Mehmeti-Göpel & Disselhoff, arXiv 2211.17180): channel-
+wise against layer-wise (a) at equal counts of nonlinear units and (b) at equal *average path length* (APL),
+each seed's curve of accuracy against APL interpolated on the APL range both modes cover
+(``reslab.analysis.apl``), seed by seed, for the residual network and its plain twin. Verdicts use the paired
+rule of ``reslab.analysis.paired``: holds when mean - 2 SE > 0, contradicted when mean + 2 SE < 0, else
+inconclusive. It also reports whether the fully nonlinear network's accuracy is recovered after the penalty
+phase (right after it, and after fine-tuning with every unit kept), and plots accuracy against APL.
 
-Work goes to ``--work`` (default ``runs/depth_evidence``); an interrupted run resumes from its finished runs
-and studies. CIFAR-10 is unpacked from ``../shared/data/cifar10-jpg/cifar10-jpg.tar.gz`` into the work folder
-(never into the repository) and decoded once (the decode is cached next to the images).
+Scales:
+
+* ``apl`` (default): ResNet-20 and its plain twin, MNIST 500 and CIFAR-10 1,000 training images per class
+  (10 % of them val), 15 epochs, cosine lr from 0.1, 3 seeds; linearisation on 2,000 training images with 10
+  penalty epochs and 3 fine-tuning epochs per point, fractions 1, 0.5, 0.3, 0.2, 0.1, 0.05, 0; studies on
+  1,000 test images.
+* ``full``: the previous design (8 epochs, 2 penalty epochs and 1 fine-tuning epoch, equal unit counts only).
+* ``tiny``: a few minutes, checks that it all runs.
+
+Budget of ``apl`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch thread, fp32, batch 128, while two
+other training processes shared the 2 cores): training ResNet-20 or its plain twin runs at about 350
+images/s, the linearisation's penalty and fine-tuning steps at about 270 images/s. ``planned_passes`` counts
+about 0.9 M passes per dataset (twins 0.4 M, linearisation 0.5 M): about 50 minutes of training and 35 of
+linearisation per dataset, plus the lesion and path studies, so about 1.5 hours per dataset on one core.
+Run the two datasets side by side, one thread each, to use both cores:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/depth_evidence.py --datasets mnist &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/depth_evidence.py --datasets cifar10
+    .venv/bin/python benchmarks/depth_evidence.py --publish     # then: reuses both, writes docs/depth/
+    .venv/bin/python benchmarks/depth_evidence.py --scale tiny  # a few minutes, checks that it all runs
+
+Work goes to ``--work`` (default ``runs/depth_evidence``)/<scale>; an interrupted run resumes from its
+finished runs and studies. CIFAR-10 is unpacked from ``../shared/data/cifar10-jpg/cifar10-jpg.tar.gz`` into
+the work folder (never into the repository) and decoded once (the decode is cached next to the images).
 """
 
 from __future__ import annotations
@@ -26,14 +51,28 @@ from pathlib import Path
 from cifar_folder import unpack_cifar
 
 from reslab.analysis import LinearizeConfig, StudyOptions, compare
+from reslab.analysis.apl import accuracy_at, common_grid, compare_at_equal_apl
+from reslab.analysis.paired import HOLDS, paired
 from reslab.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
-# Sized so that the full run takes about an hour on 2 idle CPU cores: 2 datasets x 3 seeds x 2 twins of
-# ResNet-20, about 360k training image passes in all (see planned_passes) at 100-150 images/s.
+RECOVERY_TOLERANCE = 1.0  # accuracy points a recovered network may still be below the trained one
+APL_GRID_POINTS = 5  # equal-APL comparison points, evenly spread over the range both modes cover
+FRACTIONS_APL = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0]
 SCALES = {
+    # The equal-APL design (see the module docstring for its budget).
+    "apl": {
+        "seeds": [0, 1, 2],
+        "train": {"mnist": {"train_per_class": 500, "epochs": 15},
+                  "cifar10": {"train_per_class": 1000, "epochs": 15}},
+        "test_per_class": 200,
+        "options": StudyOptions(images=1000, lesion_samples=5, path_images=32, path_samples=6,
+                                fractions=FRACTIONS_APL, train_images=2000,
+                                linearize=LinearizeConfig(penalty_epochs=10, finetune_epochs=3)),
+    },
+    # The previous design: about an hour on 2 idle CPU cores, about 360k training image passes in all.
     "full": {
         "seeds": [0, 1, 2],
         "train": {"mnist": {"train_per_class": 250, "epochs": 5},
@@ -49,7 +88,7 @@ SCALES = {
                   "cifar10": {"train_per_class": 20, "epochs": 1}},
         "test_per_class": 10,
         "options": StudyOptions(images=100, batch_size=100, lesion_samples=2, lesion_ks=[1, 2, 3],
-                                path_images=8, path_samples=2, fractions=[0.5, 0.0], train_images=128,
+                                path_images=8, path_samples=2, fractions=[1.0, 0.5, 0.0], train_images=128,
                                 linearize=LinearizeConfig(penalty_epochs=1, finetune_epochs=1)),
     },
 }
@@ -133,26 +172,100 @@ def claims(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
                 "agrees" if om + osd < n / 2 else ("disagrees" if om - osd > n / 2 else "inconclusive")))
 
     for label, runs in (("residual", res), ("plain", plain)):
-        fractions = sorted({p["target_fraction"] for p in runs[0]["linearize"]["points"]}, reverse=True)
-        for f in fractions:
-            def acc(run: dict, mode: str, f: float = f) -> float:
-                return next(p["accuracy"] for p in run["linearize"]["points"]
-                            if p["mode"] == mode and p["target_fraction"] == f)
-
-            diff = [acc(r, "channel") - acc(r, "layer") for r in runs]
-            dm, ds = mean_sd(diff)
-            verdict = "agrees" if dm - ds > 0 else ("disagrees" if dm + ds < 0 else "inconclusive")
-            if f == 0.0:
-                verdict = "n/a (both are the fully linear network)"
-            out.append((f"Mehmeti-Göpel & Wand 2025: channel-wise (variable-depth) linearisation beats "
-                        f"layer-wise (fixed-depth) at equal nonlinear units ({label}, {100 * f:g} % kept)",
-                        f"channel − layer accuracy: {show(diff, unit=' points')}", verdict))
+        out += linearisation_claims(label, runs)
     return out
+
+
+def _curve(run: dict, mode: str) -> list[tuple[float, float]]:
+    return [(p["apl"], p["accuracy"]) for p in run["linearize"]["points"] if p["mode"] == mode]
+
+
+def linearisation_claims(label: str, runs: list[dict]) -> list[tuple[str, str, str]]:
+    """Channel-wise vs layer-wise linearisation of one twin: at equal unit counts (per fraction kept) and at
+    equal APL (on the APL grid both modes cover), paired over seeds."""
+    claim = ("Mehmeti-Göpel & Wand 2025: channel-wise (variable-depth) linearisation beats layer-wise "
+             f"(fixed-depth) ({label}, {{}})")
+    out = []
+    fractions = sorted({p["target_fraction"] for p in runs[0]["linearize"]["points"]}, reverse=True)
+    for f in fractions:
+        def acc(run: dict, mode: str, f: float = f) -> float:
+            return next(p["accuracy"] for p in run["linearize"]["points"]
+                        if p["mode"] == mode and p["target_fraction"] == f)
+
+        diff = paired([100 * acc(r, "channel") for r in runs], [100 * acc(r, "layer") for r in runs])
+        verdict = "n/a (both are the fully linear network)" if f == 0.0 else diff.verdict
+        out.append((claim.format(f"equal units, {100 * f:g} % kept"),
+                     f"channel − layer accuracy: {diff.show(unit=' points')}", verdict))
+    equal = compare_at_equal_apl([_curve(r, "channel") for r in runs], [_curve(r, "layer") for r in runs],
+                                 APL_GRID_POINTS)
+    for point in equal:
+        diff = paired([100 * a for a in point.a], [100 * b for b in point.b])
+        out.append((claim.format(f"equal APL {point.apl:.2f}"),
+                    f"channel − layer accuracy: {diff.show(unit=' points')}", diff.verdict))
+    if not equal:
+        out.append((claim.format("equal APL"), "the two modes' APL ranges do not overlap", "inconclusive"))
+    return out
+
+
+def recovery(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
+    """Is the fully nonlinear network's accuracy recovered after the penalty phase? Right after it, and after
+    fine-tuning with every unit kept (fraction 1, when measured), against the trained network, paired over
+    seeds: "not recovered" when the drop holds (mean - 2 SE > 0), "recovered" when the drop is at most
+    RECOVERY_TOLERANCE points even at its upper end (mean + 2 SE), else "inconclusive"."""
+    rows = []
+    for label, runs in results.items():
+        base = [100 * r["linearize"]["baseline_accuracy"] for r in runs]
+        for mode in ("channel", "layer"):
+            stages = {"after the penalty phase": [100 * r["linearize"].get("penalised_accuracy", {}).get(mode, 0)
+                                                  for r in runs]}
+            kept = [[100 * p["accuracy"] for p in r["linearize"]["points"]
+                     if p["mode"] == mode and p["target_fraction"] == 1.0] for r in runs]
+            if all(kept):
+                stages["fine-tuned, all units kept"] = [k[0] for k in kept]
+            for stage, accs in stages.items():
+                drop = paired(base, accs)
+                verdict = ("not recovered" if drop.verdict == HOLDS else
+                           f"recovered (drop + 2 SE <= {RECOVERY_TOLERANCE:g} point)"
+                           if drop.mean + 2 * drop.se <= RECOVERY_TOLERANCE else "inconclusive")
+                rows.append((f"{label}, {mode}-wise, {stage}",
+                             f"trained {statistics.fmean(base):.2f} %, then {statistics.fmean(accs):.2f} % "
+                             f"(drop {drop.show(unit=' points')})", verdict))
+    return rows
+
+
+def plot_apl(results: dict[str, list[dict]], path: Path) -> None:
+    """Accuracy against APL: each seed's points (faint) and the seeds' mean on the common APL grid, per twin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    colors = {"channel": "#d62728", "layer": "#1f77b4"}
+    for ax, (label, runs) in zip(axes[0], results.items(), strict=True):
+        for mode, color in colors.items():
+            curves = [_curve(r, mode) for r in runs]
+            for c in curves:
+                xs, ys = zip(*sorted(c), strict=True)
+                ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.25, marker=".", linewidth=0.8)
+            grid = common_grid(curves, 25)
+            mean = [100 * statistics.fmean(accuracy_at(c, x) for c in curves) for x in grid]
+            ax.plot(grid, mean, color=color, linewidth=2, label=f"{mode}-wise (mean of seeds)")
+        ax.scatter([r["linearize"]["baseline_apl"] for r in runs],
+                   [100 * r["linearize"]["baseline_accuracy"] for r in runs], color="k", marker="*", s=60,
+                   label="trained (all ReLU)", zorder=3)
+        ax.set(xlabel="average path length (nonlinearities on the average path)", ylabel="test accuracy (%)",
+               title=f"{label}: accuracy against APL")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=list(SCALES), default="full")
+    parser.add_argument("--scale", choices=list(SCALES), default="apl")
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"], default=["mnist", "cifar10"])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "depth_evidence")
     parser.add_argument("--publish", action="store_true", help="copy reports and plots to docs/depth/")
@@ -166,31 +279,40 @@ def main() -> int:
 
     log(f"scale {args.scale}: {planned_passes(scale, args.datasets)} training image passes planned "
         f"(plus evaluation); work folder {work}")
-    verdicts = {}
+    verdicts, recovered = {}, {}
     for dataset in args.datasets:
         config = load_config(None, training_overrides(dataset, scale, work))
         out_dir = work / dataset
         report = compare(config, scale["seeds"], out_dir, options=scale["options"], log=log)
         results = json.loads((out_dir / "compare.json").read_text())
         verdicts[dataset] = claims(results)
-        log(f"{dataset}: report {report}")
+        recovered[dataset] = recovery(results)
+        plot_apl(results, out_dir / "linearize_apl.png")
+        log(f"{dataset}: report {report}, accuracy against APL {out_dir / 'linearize_apl.png'}")
         if args.publish:
             target = REPO / "docs" / "depth" / dataset
             target.mkdir(parents=True, exist_ok=True)
             # The raw compare.json (about 150 kB per dataset) stays in the work folder.
-            for name in ("report.md", "lesion.png", "paths.png", "linearize.png", "effective_depth.png"):
+            for name in ("report.md", "lesion.png", "paths.png", "linearize.png", "linearize_apl.png",
+                         "effective_depth.png"):
                 shutil.copy2(out_dir / name, target / name)
     minutes = (time.perf_counter() - start) / 60
     lines = ["# Depth evidence: the papers' claims against the measurements", "",
              f"Scale `{args.scale}`, seeds {scale['seeds']}, {minutes:.1f} min.", ""]
     for dataset, rows in verdicts.items():
-        lines += [f"## {dataset}", "", "| claim | measured (mean ± sd over seeds) | verdict |",
-                  "|---|---|---|"]
+        lines += [f"## {dataset}", "", "Lesion and path claims: mean ± sd over seeds, with each claim's own rule; "
+                  "linearisation: paired per-seed differences, mean ± 2 SE (holds when mean − 2 SE > 0, "
+                  "contradicted when mean + 2 SE < 0, else inconclusive).", "",
+                  "| claim | measured | verdict |", "|---|---|---|"]
         lines += [f"| {c} | {m} | {v} |" for c, m, v in rows] + [""]
+        lines += [f"### {dataset}: is the fully nonlinear accuracy recovered after the penalty phase?", "",
+                  "| twin, mode, stage | test accuracy (mean over seeds) | verdict |", "|---|---|---|"]
+        lines += [f"| {c} | {m} | {v} |" for c, m, v in recovered[dataset]] + [""]
     text = "\n".join(lines) + "\n"
     print(text)
-    (work / "claims.md").write_text(text)
-    if args.publish:
+    both = set(args.datasets) == {"mnist", "cifar10"}
+    (work / ("claims.md" if both else f"claims_{args.datasets[0]}.md")).write_text(text)
+    if args.publish and both:
         (REPO / "docs" / "depth" / "claims.md").write_text(text)
     return 0
 

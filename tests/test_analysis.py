@@ -20,6 +20,7 @@ from reslab.analysis import (
     LeakyUnit,
     LinearizableNet,
     LinearizeConfig,
+    LinearizeResult,
     branch_norms,
     gradient_by_path_length,
     lesion_pool,
@@ -309,6 +310,10 @@ def test_linearization_study_compares_modes_at_equal_nonlinear_units():
     assert all(0.0 <= p.accuracy <= 1.0 for p in result.points)
     layer_sites = by[("layer", 0.5)].sites.values()
     assert set(layer_sites) <= {0.0, 1.0}, "layer mode linearises whole layers"
+    # The accuracy right after each penalty phase (the recovery check) is kept and survives the JSON form.
+    assert set(result.penalised_accuracy) == {"layer", "channel"}
+    assert all(0.0 < a <= 1.0 for a in result.penalised_accuracy.values())
+    assert LinearizeResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     with pytest.raises(ValueError, match="mode must be one of"):
         LinearizableNet(model, "neuron", train[0][0])
 

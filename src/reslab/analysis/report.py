@@ -178,6 +178,8 @@ def _linearize_curves(runs: Sequence[RunStudies]) -> dict[str, tuple[list[float]
 
 
 def plot_linearize(groups: Groups, path: Path) -> Path:
+    """Accuracy against the fraction of nonlinear units kept, and against the average path length (the axis
+    on which the 2022 paper compares the two modes; x is the mean APL over seeds at each target)."""
     fig, (acc_ax, apl_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = _colors(list(groups))
     for label, runs in groups.items():
@@ -187,20 +189,20 @@ def plot_linearize(groups: Groups, path: Path) -> Path:
         for mode, (remaining, accs, apls) in _linearize_curves(runs).items():
             style = dict(color=colors[label], linestyle=MODE_STYLE[mode], label=f"{label}, {mode}-wise")
             _errorbar(acc_ax, remaining, accs, **style)
-            _errorbar(apl_ax, remaining, apls, **style)
+            _errorbar(apl_ax, [statistics.fmean(a) for a in zip(*apls, strict=True)], accs, **style)
         baseline = 100 * mean_std([r.baseline_accuracy for r in results])[0]
         acc_ax.scatter([1.0], [baseline], color=colors[label], marker="*", s=80, zorder=3,
                        label=f"{label}, trained (all ReLU)")
-        apl_ax.scatter([1.0], [mean_std([r.baseline_apl for r in results])[0]], color=colors[label],
+        apl_ax.scatter([mean_std([r.baseline_apl for r in results])[0]], [baseline], color=colors[label],
                        marker="*", s=80, zorder=3)
     acc_ax.set(xlabel="fraction of nonlinear units kept", ylabel="test accuracy (%)",
                title="Partial linearisation: channel-wise (variable depth) vs layer-wise (fixed depth)")
-    apl_ax.set(xlabel="fraction of nonlinear units kept", ylabel="average path length (nonlinearities)",
-               title="Average path length (normalised, 2022 paper)")
+    apl_ax.set(xlabel="average path length (nonlinearities on the average path)", ylabel="test accuracy (%)",
+               title="Accuracy against average path length (normalised APL, 2022 paper)")
+    acc_ax.invert_xaxis()
     for ax in (acc_ax, apl_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        ax.invert_xaxis()
     acc_ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -359,7 +361,11 @@ def write_report(out_dir: str | Path, groups: Groups, title: str, notes: Sequenc
         plot_linearize(groups, out_dir / "linearize.png")
         fractions = sorted({p.target_fraction for r in any_run if r.linearize for p in r.linearize.points},
                            reverse=True)
-        rows = []
+        rows = [_row("trained network (all ReLU): accuracy", groups,
+                     lambda r: r.linearize and r.linearize.baseline_accuracy, True)]
+        rows += [_row(f"{mode}-wise, right after the penalty phase: accuracy", groups,
+                      lambda r, mode=mode: r.linearize and r.linearize.penalised_accuracy.get(mode), True)
+                 for mode in MODE_STYLE]
         for f in fractions:
             for mode in MODE_STYLE:
                 rows.append(_row(f"{mode}-wise, {100 * f:g} % nonlinear units kept: accuracy", groups,
