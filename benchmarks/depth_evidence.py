@@ -24,8 +24,8 @@ Scales:
 Budget of ``apl`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch thread, fp32, batch 128, while two
 other training processes shared the 2 cores): training ResNet-20 or its plain twin runs at about 350
 images/s, the linearisation's penalty and fine-tuning steps at about 270 images/s. ``planned_passes`` counts
-about 0.9 M passes per dataset (twins 0.4 M, linearisation 0.5 M): about 50 minutes of training and 35 of
-linearisation per dataset, plus the lesion and path studies, so about 1.5 hours per dataset on one core.
+1.15 M passes for MNIST (twins 0.41 M, linearisation 0.74 M) and 1.55 M for CIFAR-10 (0.81 M + 0.74 M):
+about 65 and 85 minutes of training, plus the lesion and path studies, so about 1.2 and 1.6 hours on one core.
 Run the two datasets side by side, one thread each, to use both cores:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/depth_evidence.py --datasets mnist &

@@ -6,10 +6,11 @@ Two parts:
 
 1. Training runs through the engine (``reslab.train``): one PyramidNet trained on a fixed class-balanced subset
    of the CIFAR-10 image folder with each drop path (none, stochastic_depth, separated, shakedrop), for 3
-   seeds. A seed fixes the initial weights, the subset and the batch order, so the variants of one seed differ
-   only in their drop path. Writes a table (test accuracy mean ± std, final train accuracy, wall time), the
-   paired per-seed differences for the papers' orderings with a verdict each (``reslab.analysis.paired``:
-   holds when mean - 2 SE > 0, contradicted when mean + 2 SE < 0, else inconclusive) and a plot.
+   seeds. A seed fixes the initial weights, the batch order and the augmentation, so the variants of one seed
+   differ only in their drop path. Writes a table (test accuracy mean ± std, final train accuracy, wall
+   time), the paired per-seed differences for the papers' orderings with a verdict each
+   (``reslab.analysis.paired``: holds when mean - 2 SE > 0, contradicted when mean + 2 SE < 0, else
+   inconclusive) and a plot.
 2. A controlled timing of training steps, with and without stochastic depth, on the same weights and batch,
    interleaved so that both see the same machine load; reported as a measured time ratio beside the ratio
    that the skipped multiply-accumulates alone predict.
@@ -58,6 +59,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.analysis.paired import paired
 from reslab.build import build
+from reslab.data import load_data
 from reslab.train.config import load_config
 from reslab.train.engine import Trainer
 from reslab.zoo import make_spec
@@ -78,13 +80,15 @@ CLAIMS = (
 )
 OVERFIT_TRAIN_ACCURACY = 0.99  # the baseline's final train accuracy that puts a design in the overfitting regime
 
+# subset_seed: the seed that draws the class-balanced subsets, the same for every run (None: each run's own
+# seed, as the underfit design did).
 SCALES = {
     "overfit": {"model": "pyramidnet20_a48", "seeds": [0, 1, 2], "train_per_class": 500, "test_per_class": None,
-                "epochs": 200, "precision": "bf16", "timing_rounds": 8, "timing_steps": 3},
+                "epochs": 200, "precision": "bf16", "subset_seed": 0, "timing_rounds": 8, "timing_steps": 3},
     "underfit": {"model": "pyramidnet20_a24", "seeds": [0, 1, 2], "train_per_class": 500, "test_per_class": 500,
-                 "epochs": 10, "precision": "fp32", "timing_rounds": 8, "timing_steps": 3},
+                 "epochs": 10, "precision": "fp32", "subset_seed": None, "timing_rounds": 8, "timing_steps": 3},
     "tiny": {"model": "pyramidnet20_a24", "seeds": [0, 1], "train_per_class": 20, "test_per_class": 10,
-             "epochs": 2, "precision": "bf16", "timing_rounds": 2, "timing_steps": 1},
+             "epochs": 2, "precision": "bf16", "subset_seed": 0, "timing_rounds": 2, "timing_steps": 1},
 }
 FINAL_SURVIVAL = 0.5  # p_L of all three papers
 BATCH_SIZE = 128
@@ -118,7 +122,9 @@ def train_one(scale: dict, work: Path, data_dir: Path, variant: str, seed: int, 
         summary = json.loads(summary_file.read_text())
     else:
         resume = (run_dir / "last.safetensors").is_file()
-        trainer = Trainer(config, run_dir=run_dir, resume=resume, overwrite=not resume)
+        subset_seed = seed if scale["subset_seed"] is None else scale["subset_seed"]
+        data = load_data(config.data, seed=subset_seed, progress="none")
+        trainer = Trainer(config, data=data, run_dir=run_dir, resume=resume, overwrite=not resume)
         try:
             summary = trainer.fit()
         finally:
