@@ -200,8 +200,9 @@ def linearisation_claims(label: str, runs: list[dict]) -> list[tuple[str, str, s
                                  APL_GRID_POINTS)
     for point in equal:
         diff = paired([100 * a for a in point.a], [100 * b for b in point.b])
+        verdict = "n/a (both are the fully linear network)" if point.apl == 0.0 else diff.verdict
         out.append((claim.format(f"equal APL {point.apl:.2f}"),
-                    f"channel − layer accuracy: {diff.show(unit=' points')}", diff.verdict))
+                    f"channel − layer accuracy: {diff.show(unit=' points')}", verdict))
     if not equal:
         out.append((claim.format("equal APL"), "the two modes' APL ranges do not overlap", "inconclusive"))
     return out
