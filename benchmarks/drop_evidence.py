@@ -31,8 +31,10 @@ Budget of ``overfit`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch th
 eager, batch 128, while two other training processes shared the 2 cores): 360 images/s without a drop path,
 440 with stochastic depth, 330 with ShakeDrop. One run is 1.0 M training image passes, about 45 minutes;
 12 runs with ``--jobs 2`` (two 1-thread runs side by side) take about 4.5 hours on 2 cores, less on idle
-cores. ``--compile`` (``train.compile``) is about 1.3x faster per step but computes dropped branches (no
-skip saving, see docs/regularisers.md) and compiles once per run.
+cores. The design trains eager: ``--compile`` (``train.compile``) computes dropped branches (no skip saving,
+see docs/regularisers.md), and in a short check through the engine (PyramidNet-20 alpha 48, 1,000 images,
+3 epochs, 1 thread, same load) it gained nothing for stochastic depth (about 360 against 380 images/s eager
+after the first epoch) and made ShakeDrop 5x slower (about 60 against 300 images/s).
 
     .venv/bin/python benchmarks/drop_evidence.py --jobs 2              # overfit design, about 4.5 h
     .venv/bin/python benchmarks/drop_evidence.py --scale tiny --jobs 2 # a few minutes
@@ -329,7 +331,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="overfit")
     parser.add_argument("--epochs", type=int, help="override the design's epochs (milestones follow)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one torch thread each")
-    parser.add_argument("--compile", action="store_true", help="train.compile (no skip saving, see the docstring)")
+    parser.add_argument("--compile", action="store_true", help="train.compile (slower here, see the docstring)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "drop_evidence")
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
