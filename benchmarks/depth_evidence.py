@@ -217,8 +217,10 @@ def recovery(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
     for label, runs in results.items():
         base = [100 * r["linearize"]["baseline_accuracy"] for r in runs]
         for mode in ("channel", "layer"):
-            stages = {"after the penalty phase": [100 * r["linearize"].get("penalised_accuracy", {}).get(mode, 0)
-                                                  for r in runs]}
+            stages = {}
+            penalised = [r["linearize"].get("penalised_accuracy", {}).get(mode) for r in runs]
+            if None not in penalised:  # studies saved before it was recorded have none
+                stages["after the penalty phase"] = [100 * a for a in penalised]
             kept = [[100 * p["accuracy"] for p in r["linearize"]["points"]
                      if p["mode"] == mode and p["target_fraction"] == 1.0] for r in runs]
             if all(kept):
