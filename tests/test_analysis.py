@@ -272,8 +272,9 @@ def test_linearize_to_picks_the_slopes_closest_to_linear():
 
 def test_average_path_length():
     resnet = LinearizableNet(randomised("resnet14"), "layer", images())
-    # stem ReLU (1) + 6 blocks x (branch ReLU on one of two summands (1/2) + ReLU after the sum (1))
-    assert resnet.average_path_length() == pytest.approx(10.0)
+    # stem ReLU (1) + 6 blocks x (branch ReLU on one of two summands (1/2) + ReLU after the sum (1)), and in
+    # the two widening blocks the zero-padded half of the channels is reached through the branch only (+1/4)
+    assert resnet.average_path_length() == pytest.approx(10.5)
     assert LinearizableNet(randomised("plain_resnet14"), "layer", images()).average_path_length() == 13.0
     # Pre-activation: the first BN-ReLU sits before the split, on both routes, only where a projection
     # shortcut takes the pre-activated input (blocks 2 and 3 here), plus the head's BN-ReLU.
@@ -281,11 +282,11 @@ def test_average_path_length():
     units = dict((site.name, unit) for site, unit in resnet.units())
     units["layer1.0.act1"].linear.fill_(True)  # a branch layer: -1/2
     units["layer1.0.act2"].linear.fill_(True)  # after the sum: -1
-    assert resnet.average_path_length() == pytest.approx(8.5)
+    assert resnet.average_path_length() == pytest.approx(9.0)
     channel = LinearizableNet(randomised("resnet14"), "channel", images())
     half = dict((site.name, unit) for site, unit in channel.units())["layer2.1.act1"]
     half.linear[: half.channels // 2] = True  # half the channels of a branch layer: -1/4
-    assert channel.average_path_length() == pytest.approx(9.75)
+    assert channel.average_path_length() == pytest.approx(10.25)
 
 
 def digits_batches(count: int, batch: int, offset: int = 0):
@@ -301,7 +302,7 @@ def test_linearization_study_compares_modes_at_equal_nonlinear_units():
     train, test = digits_batches(256, 64), digits_batches(128, 128, offset=1500)
     config = LinearizeConfig(penalty_epochs=1, finetune_epochs=1, penalty=1e-3)
     result = linearization_study(model, train, test, [0.5, 0.0], config, seed=0)
-    assert result.total_units == 240 and result.baseline_apl == 5.5
+    assert result.total_units == 240 and result.baseline_apl == 6.0
     by = {(p.mode, p.target_fraction): p for p in result.points}
     assert set(by) == {(m, f) for m in ("layer", "channel") for f in (0.5, 0.0)}
     for f in (0.5, 0.0):

@@ -55,12 +55,26 @@ def test_apl_counts_nonlinear_layers_on_the_average_path():
     # resnet8: stem ReLU + 3 blocks x (branch ReLU, ReLU after the sum) = 7 layers on the plain twin's one path.
     plain = LinearizableNet(build(make_spec("plain_resnet8", num_classes=10)), "layer", x)
     assert len(plain.sites) == 7 and plain.average_path_length() == 7.0
-    # The residual net: a path takes the branch (1 nonlinearity) or the skip (0) with probability 1/2.
+    # The residual net: a path takes the branch (1 nonlinearity) or the skip (0) with probability 1/2, then the
+    # ReLU after the sum: +1.5 per block. Blocks 2 and 3 double the width with a zero-padded shortcut: in the
+    # new half of the channels no path comes through the skip, so the path takes the branch: +1.75 there.
     residual = LinearizableNet(build(make_spec("resnet8", num_classes=10)), "layer", x)
-    assert residual.average_path_length() == pytest.approx(1 + 3 * (0.5 + 1))
-    # Linearising the same layer removes a whole nonlinearity from the plain path but only half of one from
-    # the residual paths (half of them skip it).
+    assert residual.average_path_length() == pytest.approx(1 + 1.5 + 2 * 1.75)
+    # Linearising a branch layer removes a whole nonlinearity from the plain path but only half of one from
+    # the residual paths (half of them skip it), three quarters in a widening block.
     for net in (plain, residual):
-        dict((s.name, u) for s, u in net.units())["layer2.0.act1"].linear.fill_(True)
+        dict((s.name, u) for s, u in net.units())["layer1.0.act1"].linear.fill_(True)
     assert plain.average_path_length() == 6.0
-    assert residual.average_path_length() == pytest.approx(5.0)
+    assert residual.average_path_length() == pytest.approx(6.0 - 0.5)
+    dict((s.name, u) for s, u in residual.units())["layer2.0.act1"].linear.fill_(True)
+    assert residual.average_path_length() == pytest.approx(6.0 - 0.5 - 0.75)
+
+
+def test_apl_of_a_pyramidnet_keeps_paths_out_of_padded_channels():
+    # pyramidnet8_a12: stem without ReLU; one pre-activation-style block per stage (BN-conv-BN-ReLU-conv-BN),
+    # widths 16 -> 20 -> 24 -> 28, every shortcut zero-padded; the head's BN-ReLU sits after the last sum.
+    # Block b: the branch adds 1; of its w_b output channels, w_{b-1} get (d + d + 1) / 2 = d + 1/2 and the
+    # 4 new ones d + 1, so the mean grows by 1/2 + 4 / (2 w_b).
+    net = LinearizableNet(build(make_spec("pyramidnet8_a12", num_classes=10)), "layer", torch.randn(2, 3, 16, 16))
+    expected = sum(0.5 + 4 / (2 * w) for w in (20, 24, 28)) + 1
+    assert net.average_path_length() == pytest.approx(expected)

@@ -16,16 +16,14 @@ alike, each call site its own unit even when a block reuses one ``nn.ReLU``), so
 covered without knowing its block code. The same traced graph gives the *average path length* (APL) of the
 2022 paper in its normalised form: the expected number of nonlinear units met by a path from input to output
 drawn by walking backwards and choosing, at every sum, each summand with probability 1/2 and, inside a layer,
-each channel with equal probability. A layer with a fraction ``f`` of nonlinear channels adds ``f``; a sum
-averages its summands. Zero-padded shortcut channels are treated like the channels they pad (a simplification:
-strictly, a path cannot enter a padded zero channel).
+each channel with equal probability (``reslab.analysis.apl.graph_apl``, which also keeps paths out of the
+zero channels a shortcut pads in).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,10 +32,11 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import ShapeProp
 
 from ..build import ResNet
 from ..layers.blocks import ResidualBlock
+from .apl import graph_apl
 from .errors import AnalysisError
 from .evaluate import Batch, accuracy
 
@@ -89,7 +88,6 @@ class Site:
 
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, F.relu}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 
 
 def _is_relu(node: fx.Node, root: nn.Module) -> bool:
@@ -108,10 +106,6 @@ def _owner_block(node: fx.Node) -> str | None:
         if isinstance(cls, type) and issubclass(cls, ResidualBlock):
             owner = path
     return owner
-
-
-def _is_tensor(node: Any) -> bool:
-    return isinstance(node, fx.Node) and isinstance(node.meta.get("tensor_meta"), TensorMetadata)
 
 
 class LinearizableNet(nn.Module):
@@ -221,25 +215,8 @@ class LinearizableNet(nn.Module):
     # -- depth -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def average_path_length(self) -> float:
-        """The normalised average path length (see the module docstring)."""
-        fraction = {}
-        for site, unit in self.units():
-            fraction[site.module] = unit.nonlinear_channels() / unit.channels
-        depth: dict[fx.Node, float] = {}
-        for node in self.net.graph.nodes:
-            if node.op == "output":
-                (result,) = [a for a in node.all_input_nodes if a in depth]
-                return depth[result]
-            inputs = [depth[a] for a in node.all_input_nodes if _is_tensor(a) and a in depth]
-            if node.op == "call_module" and node.target in fraction:
-                depth[node] = depth[node.args[0]] + fraction[node.target]
-            elif inputs:
-                # A sum picks each summand with probability 1/2; any other op with several tensor inputs is
-                # treated the same way (uniform choice), one input passes its depth on.
-                depth[node] = sum(inputs) / len(inputs)
-            elif node.op == "placeholder" or _is_tensor(node):
-                depth[node] = 0.0
-        raise RuntimeError("traced graph has no output node")
+        """The normalised average path length (``reslab.analysis.apl.graph_apl``)."""
+        return graph_apl(self.net, {site.module: unit.nonlinear_mask().float() for site, unit in self.units()})
 
     def site_fractions(self) -> dict[str, float]:
         """Fraction of nonlinear channels left at every site (where the nonlinear core sits)."""
