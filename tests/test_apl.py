@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+import torch.fx
+from torch.fx.passes.shape_prop import ShapeProp
 
 from reslab.analysis import LinearizableNet
-from reslab.analysis.apl import accuracy_at, common_grid, compare_at_equal_apl
+from reslab.analysis.apl import accuracy_at, common_grid, compare_at_equal_apl, graph_apl
 from reslab.analysis.errors import AnalysisError
 from reslab.analysis.paired import HOLDS, INCONCLUSIVE
 from reslab.build import build
@@ -78,3 +80,20 @@ def test_apl_of_a_pyramidnet_keeps_paths_out_of_padded_channels():
     net = LinearizableNet(build(make_spec("pyramidnet8_a12", num_classes=10)), "layer", torch.randn(2, 3, 16, 16))
     expected = sum(0.5 + 4 / (2 * w) for w in (20, 24, 28)) + 1
     assert net.average_path_length() == pytest.approx(expected)
+
+
+def test_graph_apl_counts_channel_by_channel_through_concatenation():
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.u1, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(7, 2, 1)
+
+        def forward(self, x):
+            return self.b(torch.cat([self.u1(self.a(x)), x], dim=1))
+
+    traced = torch.fx.symbolic_trace(Toy())
+    ShapeProp(traced).propagate(torch.randn(1, 3, 4, 4))
+    # The last conv picks one of 7 channels: 4 behind the unit, 3 straight from the input.
+    assert graph_apl(traced, {"u1": torch.ones(4)}) == pytest.approx(4 / 7)
+    assert graph_apl(traced, {"u1": torch.tensor([1.0, 0.0, 1.0, 0.0])}) == pytest.approx(2 / 7)
+    assert graph_apl(traced, {"u1": torch.zeros(1)}) == 0.0  # one entry for the whole layer

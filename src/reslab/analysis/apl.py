@@ -55,9 +55,12 @@ def _spread(state: _State | None, channels: int) -> _State:
     return depth.expand(channels).clone(), live.expand(channels).clone()
 
 
+_MIXING_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def _mix(node: fx.Node, root: nn.Module, state: _State) -> _State | None:
     """A convolution or linear layer: each output channel averages the live input channels of its group."""
-    if node.op == "call_module" and isinstance(root.get_submodule(node.target), (nn.Linear, nn.modules.conv._ConvNd)):
+    if node.op == "call_module" and isinstance(root.get_submodule(node.target), _MIXING_MODULES):
         groups = getattr(root.get_submodule(node.target), "groups", 1)
     elif node.op == "call_function" and node.target in (F.linear, F.conv1d, F.conv2d, F.conv3d):
         groups = int(node.kwargs.get("groups", node.args[6] if len(node.args) > 6 else 1))
@@ -116,7 +119,8 @@ def graph_apl(graph_module: fx.GraphModule, nonlinear: Mapping[str, torch.Tensor
         if node.op == "placeholder":
             state[node] = _spread((torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.bool)), channels)
             continue
-        inputs = [_spread(state[a], channels) if len(state[a][0]) == 1 != channels else state[a]
+        # A one-channel input broadcast against a wider one reaches every channel.
+        inputs = [_spread(state[a], channels) if len(state[a][0]) == 1 and channels > 1 else state[a]
                   for a in node.all_input_nodes if a in state]
         if not inputs:
             continue  # a constant: no path from the input reaches it
