@@ -30,8 +30,8 @@ Designs (``--scale``):
 Budget of ``overfit`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch thread, bf16 + channels-last,
 eager, batch 128, while two other training processes shared the 2 cores): 360 images/s without a drop path,
 440 with stochastic depth, 330 with ShakeDrop; evaluation at 930 images/s. One run is 1.0 M training image
-passes, about 45 minutes, plus about 2 minutes for the test curve (10 x 10,000 images); 12 runs with ``--jobs
-2`` (two 1-thread runs side by side) take about 4.7 hours on 2 cores, less on idle cores. The design trains
+passes, about 45 minutes, plus about 2 minutes for the test curve (10 x 10,000 images); 12 runs with
+``--jobs 2`` (two 1-thread runs side by side) take about 4.7 hours on 2 cores, less on idle cores. The design trains
 eager: ``--compile`` (``train.compile``) computes dropped branches (no skip saving, see docs/regularisers.md),
 and in a short check through the engine (PyramidNet-20 alpha 48, 1,000 images, 3 epochs, 1 thread, same load)
 it gained nothing for stochastic depth (about 360 against 380 images/s eager after the first epoch) and made
