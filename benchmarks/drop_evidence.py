@@ -166,6 +166,10 @@ def train_all(scale: dict, work: Path, jobs: int, compile_model: bool) -> list[d
             print(f"{r['variant']:>16} seed {r['seed']}: test accuracy {100 * r['test_accuracy']:.2f} %, "
                   f"final train accuracy {100 * r['final_train_accuracy']:.2f} %, train {r['train_time_s']:.0f} s",
                   flush=True)
+            if r["variant"] == "none" and r["final_train_accuracy"] < OVERFIT_TRAIN_ACCURACY:
+                # Said as soon as the first baseline ends, so a long campaign can be stopped and lengthened.
+                print(f"warning: the unregularised network ended below {100 * OVERFIT_TRAIN_ACCURACY:.0f} % train "
+                      f"accuracy: this design is not in the overfitting regime (raise --epochs)", flush=True)
     return results
 
 
