@@ -153,11 +153,23 @@ def test_the_default_config_is_configs_digits_yaml():
         ("digits.yaml", "digits_resnet8", "resnet8"),
         ("mnist_resnet.yaml", "mnist_resnet20", "resnet20"),
         ("cifar10_resnet20.yaml", "cifar10_resnet20", "resnet20"),
+        ("cifar10_resnet20_fast.yaml", "cifar10_resnet20_fast", "resnet20"),
     ],
 )
 def test_recipes_are_valid(name, run_name, model):
     config = load_config(CONFIGS / name)
     assert (config.run_name, config.model.name) == (run_name, model)
+
+
+def test_the_cifar10_recipe_carries_he_et_al_s_settings_and_reads_the_offline_folder():
+    """64k iterations at batch 128 on 50k images = 164 epochs; lr 0.1 divided by 10 at 32k and 48k iterations
+    (epochs 82 and 123); weight decay 1e-4 on every weight; no validation split; the shared image folder."""
+    config = load_config(CONFIGS / "cifar10_resnet20.yaml")
+    assert (config.train.epochs, config.train.batch_size, config.optim.lr) == (164, 128, 0.1)
+    assert (config.schedule.name, config.schedule.milestones, config.schedule.gamma) == ("multistep", [82, 123], 0.1)
+    assert (config.optim.weight_decay, config.optim.no_decay_bn_bias, config.optim.nesterov) == (1e-4, False, False)
+    assert config.data.val_fraction == 0 and not config.data.download
+    assert (config.data.name, config.data.data_dir) == ("imagefolder", "data/cifar10-jpg")  # make cifar10
 
 
 def test_set_model_spec_replaces_the_default_name(tmp_path):
