@@ -388,3 +388,32 @@ def test_run_training_fits_releases_and_reports_a_stop(tmp_path):
     trainer, summary = run_training(tiny("train.epochs=3"), [RestartAt(9)], run_dir=run, resume=True)
     assert trainer.epoch == 3 and summary["report"] == str(run / "report.md") and (run / "summary.json").is_file()
     assert [m["epoch"] for m in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_test_every_scores_the_test_split_during_training_only_as_a_curve(tmp_path):
+    """output.test_every: test accuracy in metrics.jsonl every N epochs (not on the last, which the summary
+    scores), while the best checkpoint still follows val accuracy alone."""
+    summary = Trainer(tiny("train.epochs=4", "output.test_every=2"), run_dir=tmp_path / "run").fit()
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics if "test_acc" in m] == [1]
+    assert 0.1 < metrics[1]["test_acc"] <= 1 and "test_loss" in metrics[1]
+    assert summary["best_epoch"] == max(range(4), key=lambda e: (metrics[e]["val_acc"], -e))
+
+
+def test_compile_trains_with_static_shapes_and_evaluates_through_the_compiled_module(tmp_path, monkeypatch):
+    """train.compile wraps the model once with dynamic=False; evaluation (with the test-time flip) goes through
+    the compiled module and scores what the bare model scores. aot_eager keeps the test fast."""
+    from reslab.train.inference import predict
+
+    real_compile, calls = torch.compile, []
+
+    def compile_fast(module, **options):
+        calls.append(options)
+        return real_compile(module, backend="aot_eager", dynamic=options.get("dynamic"))
+
+    monkeypatch.setattr(torch, "compile", compile_fast)
+    trainer = Trainer(tiny("train.epochs=1", "train.compile=true", "train.test_flip=true"), run_dir=tmp_path / "r")
+    summary = trainer.fit()
+    assert calls == [{"dynamic": False}]
+    preds, labels = predict(trainer.model, trainer.data.test, batch_size=64, device=torch.device("cpu"), flip=True)
+    assert summary["test_accuracy"] == pytest.approx(float((preds == labels).double().mean()), abs=1e-9)
