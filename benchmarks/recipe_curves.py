@@ -23,7 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 def curve(run: Path) -> tuple[list[float], list[float], list[int], dict | None]:
     """(elapsed hours, test accuracy, epoch) of every scored epoch, and the summary when the run finished."""
     hours, accs, epochs = [], [], []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise SystemExit(f"{metrics}: missing (is {run} a reslab run folder?)")
+    lines = metrics.read_text().splitlines()
+    for line in lines:
         m = json.loads(line)
         if "test_acc" in m:
             hours.append(m["time_s"] / 3600)
@@ -35,7 +39,7 @@ def curve(run: Path) -> tuple[list[float], list[float], list[int], dict | None]:
         hours.append(summary["wall_time_s"] / 3600)
         accs.append(summary["test_accuracy"])
         epochs.append(summary["epochs"])
-    return hours, accs, epochs, summary
+    return hours, accs, epochs or [len(lines)], summary
 
 
 def main() -> None:

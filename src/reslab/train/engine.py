@@ -234,7 +234,7 @@ class Trainer(RunFiles):
         for x, y in self._batches(split, self.config.train.eval_batch_size, train=False):
             # fp32: a reported accuracy must not depend on the CPU's bf16 units
             logits = eval_logits(model, x, flip=self.config.train.test_flip)
-            sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")  # eval_logits gives fp32
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
         dist_utils.all_reduce_sum(sums)
