@@ -1,21 +1,23 @@
-"""Evidence for ResBuilder (issue 5): does it find a network as accurate as fixed ResNets at half the cost?
+"""Evidence for ResBuilder (issues 5 and 19): does it find a network as accurate as fixed ResNets at half the cost?
 
-On MNIST and on a class-balanced subset of the CIFAR-10 image folder, with ResBuilder's one default
-configuration (the ``resbuilder`` section left empty), this script trains for each seed
+On MNIST and on a class-balanced subset of the CIFAR-10 image folder (or the whole training sets), with
+ResBuilder's one default configuration (the ``resbuilder`` section left empty), this script trains for each
+seed
 
 * ResBuilder (``reslab build``), starting from ResNet-8 (one block per stage),
-* fixed CIFAR-style ResNet-20 and ResNet-56 (``reslab train``), the baselines of the target,
-* fixed ResNet-8 and ResNet-14, which with ResNet-20 trace the accuracy-against-MACs curve of plain depth
-  choices that ResBuilder's networks should lie on or above,
-* a hand-made fixed network under half ResNet-20's MACs (``narrow_early``: blocks 2/2/3, widths 8/24/64,
-  narrow where the resolution is high), which shows whether the target can be met by an architecture at all,
+* fixed CIFAR-style ResNet-8, -14, -20 and -32 (``reslab train``): ResNet-20 is the target's baseline, and
+  together they trace the accuracy-against-MACs curve of plain depth choices (ResNet-56 on request),
+* at the first scale, a hand-made fixed network under half ResNet-20's MACs (``narrow_early``: blocks 2/2/3,
+  widths 8/24/64, narrow where the resolution is high), which shows whether the target can be met at all,
 
 all with the same data subset (it depends on the seed only), recipe and number of epochs, then writes a
-table of test accuracy, parameters, MACs and wall time, a plot of accuracy against MACs, and a verdict on the
-target: ResBuilder's mean accuracy at most 0.3 points below the best fixed baseline's, at no more than half
-its MACs.
+table of test accuracy, parameters, MACs and wall time, a plot of accuracy against MACs, and two verdicts:
+the target (ResBuilder's mean accuracy at most 0.3 points below ResNet-20's, at no more than half its MACs)
+and, seed by seed, ResBuilder against the fixed-depth curve read at the MACs it found.
 
-    .venv/bin/python benchmarks/resbuilder_evidence.py                # full: about 30 min on 2 CPU cores
+    .venv/bin/python benchmarks/resbuilder_evidence.py                # 120 per class: about 30 min on 2 cores
+    .venv/bin/python benchmarks/resbuilder_evidence.py --scale 5k     # 500 per class (CIFAR-10's 5,000 images)
+    .venv/bin/python benchmarks/resbuilder_evidence.py --scale all    # the whole training sets, 12 epochs
     .venv/bin/python benchmarks/resbuilder_evidence.py --scale tiny   # a few minutes: checks that it all runs
     .venv/bin/python benchmarks/resbuilder_evidence.py --retrain      # also retrain each found spec afresh
     # more seeds for the two networks the verdict compares, then one report of every finished run:
@@ -43,13 +45,17 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
 from cifar_folder import unpack_cifar
 
 import reslab
+from reslab.analysis.frontier import curve_accuracy
+from reslab.analysis.paired import paired
+from reslab.builder.config import ResBuilderConfig
+from reslab.builder.schedule import run_epochs
 from reslab.spec import NetSpec
 
 matplotlib.use("Agg")
@@ -57,23 +63,30 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-BASELINES = ("resnet20", "resnet56")  # the target's fixed baselines
-REFERENCES = ("resnet8", "resnet14")  # more points of the fixed-depth curve
-FIXED = (*REFERENCES, *BASELINES)  # every fixed-depth network, cheapest first
+BASELINE = "resnet20"  # the target's baseline: within 0.3 points of it at no more than half its MACs
+FIXED = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56")  # fixed depths, cheapest first: the curve
 HAND = "narrow_early"  # a hand-made network under half ResNet-20's MACs: can the target be met at all?
 METHODS = ("resbuilder", *FIXED, HAND)
 # Relative cost of one training image-epoch, to start the longest runs first.
-COST = {"resnet56": 10.0, "resnet20": 3.0, "resnet14": 2.2, "resnet8": 1.2, "resbuilder": 2.0, "retrain": 1.5,
-        HAND: 1.5}
+COST = {"resnet56": 10.0, "resnet32": 5.0, "resnet20": 3.0, "resnet14": 2.2, "resnet8": 1.2, "resbuilder": 2.0,
+        "retrain": 1.5, HAND: 1.5}
 ACCURACY_MARGIN = 0.003  # 0.3 points
 MACS_FRACTION = 0.5
 
-# Sized so that the full run takes about half an hour on 2 CPU cores (bf16 autocast on a CPU with bf16
-# units; fp32 elsewhere, about 1.5x longer): 2 datasets x 3 seeds x 5 methods + retraining. The test sets
-# are whole (at most 1,000 per class) to keep the accuracies' sampling error near 0.5 points.
+# ``full`` (the first evidence, 120 images per class) is sized so that it takes about half an hour on 2 CPU
+# cores (bf16 autocast on a CPU with bf16 units; fp32 elsewhere, about 1.5x longer). ``5k`` and ``all`` are
+# the larger data sizes a default must also hold on (500 images per class; the whole training sets, with a
+# shorter schedule, the same for every network). Test sets are whole (at most 1,000 per class), so the
+# accuracies' sampling error stays near 0.5 points.
 SCALES = {
-    "full": {"seeds": [0, 1, 2], "epochs": 30, "train_per_class": 120, "test_per_class": 1000, "batch_size": 64},
-    "tiny": {"seeds": [0], "epochs": 8, "train_per_class": 10, "test_per_class": 10, "batch_size": 32},
+    "full": {"seeds": [0, 1, 2], "epochs": 30, "train_per_class": 120, "test_per_class": 1000, "batch_size": 64,
+             "methods": list(METHODS)},
+    "5k": {"seeds": [0, 1, 2], "epochs": 30, "train_per_class": 500, "test_per_class": 1000, "batch_size": 64,
+           "methods": ["resbuilder", "resnet8", "resnet14", "resnet20", "resnet32"]},
+    "all": {"seeds": [0, 1, 2], "epochs": 12, "train_per_class": None, "test_per_class": 1000, "batch_size": 64,
+            "methods": ["resbuilder", "resnet8", "resnet14", "resnet20", "resnet32"]},
+    "tiny": {"seeds": [0], "epochs": 8, "train_per_class": 10, "test_per_class": 10, "batch_size": 32,
+             "methods": list(METHODS)},
 }
 
 
@@ -121,16 +134,28 @@ def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path,
         model = ["model.name=null", f"model.spec={path}"]
     else:
         model = [f"model.name={'resnet8' if run.method == 'resbuilder' else run.method}"]
-    epochs = scale["epochs"]
+    epochs = resbuilder_epochs(scale["epochs"], resbuilder) if run.method == "resbuilder" else scale["epochs"]
     variant = [f"resbuilder.{item}" for item in resbuilder] if run.method == "resbuilder" else []
     return [
         *variant, f"name={run.name}", f"seed={run.seed}", *data, *model,
-        f"data.train_per_class={scale['train_per_class']}", f"data.test_per_class={scale['test_per_class']}",
+        f"data.train_per_class={scale['train_per_class'] or 'null'}", f"data.test_per_class={scale['test_per_class']}",
         "data.val_fraction=0.1", f"train.epochs={epochs}", f"train.batch_size={scale['batch_size']}",
         "train.precision=auto", "train.progress=plain", "optim.lr=0.05", "optim.weight_decay=5e-4",
         "schedule.name=cosine", "output.tensorboard=false", "output.keep_best=false",
         f"output.checkpoint_every={max(1, epochs // 5)}",
     ]
+
+
+def resbuilder_epochs(epochs: int, resbuilder: Sequence[str] = ()) -> int:
+    """ResBuilder's run length: its search, then ``epochs`` of training for the network it found, as long as
+    every fixed network trains (``reslab.builder.run_epochs``; docs/resbuilder.md, "The found network's
+    training budget")."""
+    fraction = ResBuilderConfig().search_fraction
+    for item in resbuilder:
+        key, _, value = item.partition("=")
+        if key == "search_fraction":
+            fraction = float(value)
+    return run_epochs(epochs, fraction)
 
 
 def execute(run: Run, args: list[str], work: Path) -> dict:
@@ -187,6 +212,7 @@ def aggregate(results: dict[Run, dict], dataset: str, method: str) -> dict | Non
             "params": mean([s["params"] for s in rows]), "macs": mean([s["macs"] for s in rows]),
             "wall_time_s": mean([s["wall_time_s"] for s in rows]),
             "by_seed": {seed: s["test_accuracy"] for seed, s in by_seed.items()},
+            "macs_by_seed": {seed: s["macs"] for seed, s in by_seed.items()},
             "blocks_per_stage": [s["blocks_per_stage"] for s in rows]}
 
 
@@ -200,22 +226,40 @@ def against(entry: dict, best: dict) -> dict:
 
 
 def verdict(table: dict[str, dict]) -> dict | None:
-    """Compare ResBuilder with the more accurate fixed baseline: accuracy within 0.3 points, half its MACs
-    (``None`` when the table lacks ResBuilder or a baseline)."""
-    if "resbuilder" not in table or any(m not in table for m in BASELINES):
+    """Judge ResBuilder two ways (``None`` when the table lacks ResBuilder or the baseline):
+
+    * the target: within 0.3 points of ResNet-20 at no more than half its MACs;
+    * where that misses, against the fixed-depth curve: seed by seed, ResBuilder's accuracy minus the curve
+      of that seed's fixed networks read at the MACs it found (``reslab.analysis.curve_accuracy``), judged by
+      the paired rule (``reslab.analysis.paired``). A network cheaper than every fixed one has no curve to be
+      read against and is compared with the cheapest fixed network instead.
+    """
+    if "resbuilder" not in table or BASELINE not in table:
         return None
-    best_name = max(BASELINES, key=lambda m: table[m]["accuracy"])
-    best, found = table[best_name], table["resbuilder"]
+    best, found = table[BASELINE], table["resbuilder"]
+    seeds = sorted(found["by_seed"])
     # Seed by seed on the same data subset: the spread of the subsets cancels, what is left is the method's.
-    paired = [100 * (found["by_seed"][seed] - best["by_seed"][seed])
-              for seed in sorted(found["by_seed"]) if seed in best["by_seed"]]
-    # The fairer question for a search: the most accurate fixed ResNet that costs no more than what it found.
-    cheaper = [m for m in FIXED if m in table and table[m]["macs"] <= found["macs"]]
-    rival = max(cheaper, key=lambda m: table[m]["accuracy"]) if cheaper else None
-    return {"best_baseline": best_name, **against(found, best), "paired_points": paired,
-            "paired_standard_error": spread(paired) / len(paired) ** 0.5 if paired else None,
-            "best_fixed_at_most_its_macs": rival,
-            "gap_to_that_points": None if rival is None else 100 * (found["accuracy"] - table[rival]["accuracy"]),
+    common = [s for s in seeds if s in best["by_seed"]]
+    paired_baseline = paired([100 * found["by_seed"][s] for s in common],
+                             [100 * best["by_seed"][s] for s in common]) if common else None
+    fixed = [m for m in FIXED if m in table]
+    ours, curve, cheaper_than_all = [], [], 0
+    for seed in seeds:
+        points = [(table[m]["macs"], 100 * table[m]["by_seed"][seed]) for m in fixed if seed in table[m]["by_seed"]]
+        if len(points) < 2:
+            continue
+        macs = found["macs_by_seed"][seed]
+        at = curve_accuracy(points, macs)
+        if at is None and macs < min(points)[0]:
+            at, cheaper_than_all = min(points)[1], cheaper_than_all + 1
+        if at is not None:
+            ours.append(100 * found["by_seed"][seed])
+            curve.append(at)
+    return {"baseline": BASELINE, **against(found, best),
+            "paired": None if paired_baseline is None else asdict(paired_baseline),
+            "curve": None if not curve else {
+                "fixed": fixed, "paired": asdict(paired(ours, curve)),
+                "seeds_cheaper_than_every_fixed": cheaper_than_all},
             # The hand-made network against the same target: if it meets it, the target is within reach of an
             # architecture, and a miss is the search's.
             "hand": against(table[HAND], best) if HAND in table else None}
@@ -225,7 +269,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
     datasets = list(tables)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), dpi=100, squeeze=False)
     colours = {"resbuilder": "tab:green", "resnet8": "tab:cyan", "resnet14": "tab:purple", "resnet20": "tab:blue",
-               "resnet56": "tab:red", "retrain": "tab:olive", HAND: "tab:orange"}
+               "resnet32": "tab:brown", "resnet56": "tab:red", "retrain": "tab:olive", HAND: "tab:orange"}
     for ax, dataset in zip(axes[0], datasets, strict=True):
         table = tables[dataset]
         for method, colour in colours.items():
@@ -241,7 +285,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
         if fixed:
             ax.plot(*zip(*fixed, strict=True), color="grey", lw=0.8, alpha=0.7)  # the fixed-depth curve
         if table["verdict"] is not None:
-            best = table[table["verdict"]["best_baseline"]]
+            best = table[BASELINE]
             # The target: at most half the best baseline's MACs, at most 0.3 points below its accuracy.
             ax.axvline(MACS_FRACTION * best["macs"] / 1e6, color="grey", ls="--", lw=0.8)
             ax.axhline(100 * (best["accuracy"] - ACCURACY_MARGIN), color="grey", ls=":", lw=0.8)
@@ -267,7 +311,10 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
     settings = "the settings " + ", ".join(resbuilder) if resbuilder else "its default configuration"
     lines = [
         "# ResBuilder evidence", "",
-        f"Seeds {sorted({r.seed for r in results})}; {scale['epochs']} epochs; {scale['train_per_class']} training and "
+        f"Seeds {sorted({r.seed for r in results})}; {scale['epochs']} epochs for every fixed network and for "
+        f"the network ResBuilder finds (its run: {resbuilder_epochs(scale['epochs'], resbuilder)} epochs, the "
+        f"search first); "
+        f"{scale['train_per_class'] or 'all'} training and "
         f"{scale['test_per_class']} test images per class (10 % of the training ones held out for "
         f"validation); SGD lr 0.05, batch {scale['batch_size']}, cosine; ResBuilder from ResNet-8 with "
         f"{settings}. This invocation took {total_s / 60:.1f} min (runs already done are "
@@ -289,19 +336,24 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
         if v is None:
             lines.append("")
             continue
-        lines += ["", f"ResBuilder vs {v['best_baseline']} (the more accurate baseline): accuracy "
+        lines += ["", f"ResBuilder vs {BASELINE}: accuracy "
                   f"{v['accuracy_gap_points']:+.2f} points (target >= -0.30: "
                   f"{'met' if v['accuracy_ok'] else 'NOT met'}), MACs x{v['macs_ratio']:.2f} (target <= 0.50: "
                   f"{'met' if v['macs_ok'] else 'NOT met'}), params x{v['params_ratio']:.2f}. "
                   f"**Target {'met' if v['met'] else 'not met'}.**", ""]
-        if len(v["paired_points"]) > 1:
-            lines += [f"Seed by seed against {v['best_baseline']} (same subsets): "
-                      f"{', '.join(f'{d:+.2f}' for d in v['paired_points'])}; mean "
-                      f"{mean(v['paired_points']):+.2f} ± {v['paired_standard_error']:.2f} points (standard error, "
-                      f"{len(v['paired_points'])} seeds).", ""]
-        if v["best_fixed_at_most_its_macs"] is not None:
-            lines += [f"Against the most accurate fixed ResNet of at most its MACs "
-                      f"({v['best_fixed_at_most_its_macs']}): {v['gap_to_that_points']:+.2f} points.", ""]
+        if v["paired"] is not None and len(v["paired"]["diffs"]) > 1:
+            lines += [f"Seed by seed against {BASELINE} (same subsets): "
+                      f"{', '.join(f'{d:+.2f}' for d in v['paired']['diffs'])}; mean "
+                      f"{v['paired']['mean']:+.2f} ± {v['paired']['se']:.2f} points (standard error, "
+                      f"{len(v['paired']['diffs'])} seeds).", ""]
+        if v["curve"] is not None:
+            c = v["curve"]
+            cheap = (f"; {c['seeds_cheaper_than_every_fixed']} of them below every fixed network's MACs, compared "
+                     f"with the cheapest ({c['fixed'][0]})" if c["seeds_cheaper_than_every_fixed"] else "")
+            lines += [f"Against the fixed-depth curve ({', '.join(c['fixed'])}, straight in log MACs) at the MACs "
+                      f"it found, seed by seed: {', '.join(f'{d:+.2f}' for d in c['paired']['diffs'])}; mean "
+                      f"{c['paired']['mean']:+.2f} points, 2 SE {2 * c['paired']['se']:.2f}{cheap}: above the curve "
+                      f"**{c['paired']['verdict']}**.", ""]
         if v["hand"] is not None:
             hand = v["hand"]
             lines += [f"The hand-made {HAND} (fixed): {hand['accuracy_gap_points']:+.2f} points at MACs "
@@ -317,19 +369,29 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
     return text
 
 
+def per_class(text: str) -> int:
+    """``--train-per-class``: a positive count, or ``all`` (0 here) for the whole training set."""
+    if text == "all":
+        return 0
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a positive count of images per class, or all")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"], default=["mnist", "cifar10"])
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     parser.add_argument("--epochs", type=int, help="override the scale's epochs (the same for every method)")
-    parser.add_argument("--train-per-class", type=int,
+    parser.add_argument("--train-per-class", type=per_class,
                         help="override the scale's training images per class (the larger calibration subset: 500)")
     parser.add_argument("--test-per-class", type=int, help="override the scale's test images per class")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "resbuilder_evidence")
     parser.add_argument("--cifar-dir", type=Path, help="where to unpack CIFAR-10 (default: <work>/data)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
                         help="which networks to train (default: all)")
     parser.add_argument("--set", dest="resbuilder", action="append", default=[], metavar="KEY=VALUE",
                         help="a ResBuilder setting for a variant (repeatable; the evidence uses none)")
@@ -339,9 +401,11 @@ def main() -> None:
                         help="also train each found spec from scratch (architecture vs training history)")
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
-    for key in ("seeds", "epochs", "train_per_class", "test_per_class"):
+    for key in ("seeds", "epochs", "test_per_class", "methods"):
         if getattr(args, key):
             scale[key] = getattr(args, key)
+    if args.train_per_class is not None:
+        scale["train_per_class"] = args.train_per_class or None  # 0: "all"
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data_dirs = {"mnist": SHARED}
@@ -349,7 +413,7 @@ def main() -> None:
         data_dirs["cifar10"] = unpack_cifar((args.cifar_dir or work / "data" / "cifar10-jpg").resolve())
 
     start = time.perf_counter()
-    runs = sorted((Run(d, m, s) for d in args.datasets for m in args.methods for s in scale["seeds"]),
+    runs = sorted((Run(d, m, s) for d in args.datasets for m in scale["methods"] for s in scale["seeds"]),
                   key=lambda r: -COST[r.method])
     print(f"resbuilder_evidence: {len(runs)} runs, {args.jobs} at a time; logs in {work / 'logs'}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:

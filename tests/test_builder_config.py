@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,8 @@ from reslab.builder import (
     insertion_points,
     make_schedule,
 )
-from reslab.builder.schedule import DELETE, INSERT, NARROW, signature, with_block
+from reslab.builder.cli import build_config
+from reslab.builder.schedule import DELETE, INSERT, NARROW, run_epochs, signature, with_block
 from reslab.train.config import Config, ConfigError
 
 
@@ -53,23 +55,25 @@ def test_bad_settings_name_the_key(section, message: str) -> None:
 
 # -- schedule -------------------------------------------------------------------------------------------
 def test_default_schedule_has_the_papers_seven_cycles_when_the_run_is_long_enough() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=60)  # half the epochs search
-    assert (schedule.search_epochs, schedule.cycles, schedule.segments_per_cycle) == (30, 7, 4)
-    assert len(schedule.ends) == 28 and schedule.ends[-1] == 29
+    schedule = make_schedule(ResBuilderConfig(), epochs=84)  # a third of the epochs search
+    assert (schedule.search_epochs, schedule.cycles, schedule.segments_per_cycle) == (28, 7, 4)
+    assert len(schedule.ends) == 28 and schedule.ends[-1] == 27
     assert all(a < b for a, b in zip(schedule.ends, schedule.ends[1:], strict=False))
     assert schedule.actions(0) == (INSERT,)  # nothing inserted yet, so nothing to delete
     assert schedule.actions(1) == schedule.actions(2) == (DELETE, INSERT)
     assert schedule.actions(3) == (DELETE, NARROW)  # a cycle ends with the width step
     assert schedule.actions(4) == (DELETE, INSERT)
-    assert schedule.segment_ending_at(29) == 27 and schedule.segment_ending_at(30) is None
+    assert schedule.segment_ending_at(27) == 27 and schedule.segment_ending_at(28) is None
 
 
 def test_short_runs_get_fewer_cycles_and_too_short_ones_an_error() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=14)  # 7 search epochs hold one 4-segment cycle
+    schedule = make_schedule(ResBuilderConfig(), epochs=21)  # 7 search epochs hold one 4-segment cycle
     assert (schedule.cycles, schedule.ends) == (1, (0, 2, 4, 6))
-    assert make_schedule(ResBuilderConfig(), epochs=40).cycles == 5  # 20 search epochs: 5 cycles
-    with pytest.raises(ResBuilderConfigError, match="train for at least 8 epochs"):
-        make_schedule(ResBuilderConfig(), epochs=7)
+    assert make_schedule(ResBuilderConfig(), epochs=60).cycles == 5  # 20 search epochs: 5 cycles
+    # 12 epochs search for exactly 4 (a third of 12 is 3.9999999999999996 in floating point)
+    assert make_schedule(ResBuilderConfig(), epochs=12).search_epochs == 4
+    with pytest.raises(ResBuilderConfigError, match="train for at least 12 epochs"):
+        make_schedule(ResBuilderConfig(), epochs=11)
 
 
 # -- insertion strategy -----------------------------------------------------------------------------------
@@ -89,3 +93,21 @@ def test_insertion_avoids_architectures_already_trained() -> None:
     # With one attempt the first draw stands, seen or not.
     draws = {choose_insertion(spec, random.Random(seed), attempts=1, seen=seen)[0] for seed in range(30)}
     assert draws == {0, 1, 2}
+
+
+# -- run length ---------------------------------------------------------------------------------------------
+def test_a_run_gives_the_found_network_the_epochs_of_a_fixed_one() -> None:
+    assert run_epochs(30, 1 / 3) == 45 and run_epochs(10, 1 / 3) == 15  # a third searches, 30 (10) train it
+    assert run_epochs(30, 0.5) == 60
+    assert run_epochs(30, 1.0) == 30  # all search: the searched network is the result
+    assert make_schedule(ResBuilderConfig(), run_epochs(30, 1 / 3)).search_epochs == 15
+
+
+def test_reslab_build_runs_the_search_plus_the_default_epochs_unless_told(tmp_path: Path) -> None:
+    assert build_config(None, ["data.name=digits"]).train.epochs == 15  # 5 of search, then the default 10
+    assert build_config(None, ["data.name=digits", "resbuilder.search_fraction=0.5"]).train.epochs == 20
+    assert build_config(None, ["data.name=digits", "train.epochs=7"]).train.epochs == 7
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {name: digits}\ntrain: {epochs: 9}\n")
+    config = build_config(recipe, [])
+    assert config.train.epochs == 9 and config.name == "digits_resbuilder" and "resbuilder" in config.plugins

@@ -30,7 +30,7 @@ SMALL = ["data.train_per_class=40", "train.batch_size=64"]
 
 
 def digits_trainer(tmp_path: Path, hook: ResBuilderHook, *overrides: str) -> Trainer:
-    config = load_config(None, [*QUIET, "train.epochs=8", *overrides])
+    config = load_config(None, [*QUIET, "train.epochs=12", *overrides])
     return Trainer(config, [hook], run_dir=tmp_path / "run")
 
 
@@ -249,23 +249,23 @@ def test_fine_tuning_starts_from_searched_weights_mixed_with_a_fresh_draw(tmp_pa
 
 
 def test_reslab_build_on_digits(tmp_path: Path) -> None:
-    # Eight epochs of a few steps give an inserted block no time to grow or decay on its own, so the deletion
-    # threshold is raised to see the deletion happen; everything else is the default configuration.
+    # Four search epochs of a few steps give an inserted block no time to grow or decay on its own, so the
+    # deletion threshold is raised to see the deletion happen; everything else is the default configuration.
     args = ["build", "--data", "digits", "--out", str(tmp_path)]
-    for override in [*QUIET, *SMALL, "train.epochs=8", "resbuilder.delete_threshold=0.05"]:
+    for override in [*QUIET, *SMALL, "train.epochs=12", "resbuilder.delete_threshold=0.05"]:
         args += ["--set", override]
     assert main(args) == 0
     run = tmp_path / "digits_resbuilder"
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
     assert "inserted" in kinds and "deleted" in kinds
-    # Fine-tuning (epochs 4 to 7) starts the learning-rate schedule again.
+    # Fine-tuning (epochs 4 to 11) starts the learning-rate schedule again.
     assert [e["start_epoch"] for e in events if e["kind"] == "schedule_restarted"] == [4]
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs[4] > lrs[3]
     summary = json.loads((run / "summary.json").read_text())
     history = json.loads((run / "resbuilder.json").read_text())["history"]
-    assert len(summary["macs_history"]) == len(history) == 8
+    assert len(summary["macs_history"]) == len(history) == 12
     assert summary["macs_history"][-1] == summary["macs"] == history[-1]["macs"]
     assert summary["params"] == history[-1]["params"]
     # The layer LASSO's strength follows the training loss: full at the start, lower as the loss falls.
@@ -307,7 +307,7 @@ def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "reslab", "build", "--data", "digits", "--out", str(tmp_path)]
-    overrides = ["train.epochs=8", "train.device=cpu", "output.checkpoint_every=8",
+    overrides = ["train.epochs=12", "train.device=cpu", "output.checkpoint_every=12",
                  "resbuilder.delete_threshold=0.05", "resbuilder.width_lasso=0.3", "resbuilder.expand_widths=true"]
     for override in [*QUIET, *SMALL, *overrides]:
         command += ["--set", override]
@@ -322,11 +322,11 @@ def test_two_processes_agree_on_every_edit(tmp_path: Path) -> None:
 
 
 def test_a_resume_with_more_epochs_keeps_the_stored_schedule(tmp_path: Path) -> None:
-    """The schedule is part of the hook's checkpointed state: extending a finished 4-epoch run (search in
+    """The schedule is part of the hook's checkpointed state: extending a finished 6-epoch run (search in
     epochs 0-1) to 10 epochs fine-tunes on, where re-deriving it from train.epochs would search again until
-    epoch 4. The kept schedule is announced in events.jsonl."""
+    epoch 3. The kept schedule is announced in events.jsonl."""
     args = ["build", "--data", "digits", "--out", str(tmp_path)]
-    for override in [*QUIET, *SMALL, "train.epochs=4", "resbuilder.insertions_per_cycle=1"]:
+    for override in [*QUIET, *SMALL, "train.epochs=6", "resbuilder.insertions_per_cycle=1"]:
         args += ["--set", override]
     assert main(args) == 0
     run = tmp_path / "digits_resbuilder"
@@ -341,11 +341,11 @@ def test_a_resume_with_more_epochs_keeps_the_stored_schedule(tmp_path: Path) -> 
 
 def test_a_resume_that_would_end_inside_the_stored_search_is_refused(tmp_path: Path) -> None:
     hook = ResBuilderHook()
-    hook.load_state_dict({"schedule": asdict(make_schedule(hook.config, 16))})  # search ends with epoch 7
+    hook.load_state_dict({"schedule": asdict(make_schedule(hook.config, 24))})  # search ends with epoch 7
     trainer = digits_trainer(tmp_path, hook, "train.epochs=6")
     with pytest.raises(ResBuilderConfigError, match="train.epochs: 6 would end this run inside ResBuilder's "
                                                     "search.*resume with train.epochs > 7"):
         hook.on_train_start(trainer)
     same = ResBuilderHook()
     same.load_state_dict(hook.state_dict())
-    assert same.schedule == make_schedule(hook.config, 16)  # the state round-trips
+    assert same.schedule == make_schedule(hook.config, 24)  # the state round-trips

@@ -47,8 +47,8 @@ def tiny(argv: list[str]) -> list[str]:
     sets = [a for kv in SMALL for a in ("--set", kv)]
     if argv[0] == "train" and "--resume" in argv:
         return [*argv, "--set", "train.epochs=2", "--set", "train.progress=none"]  # one more epoch
-    if argv[0] == "build":  # the shortest ResBuilder search: one insertion, 2 of 4 epochs
-        return [*argv, *sets, "--set", "train.epochs=4", "--set", "resbuilder.insertions_per_cycle=1"]
+    if argv[0] == "build":  # the shortest ResBuilder search: one insertion, 2 of 6 epochs
+        return [*argv, *sets, "--set", "train.epochs=6", "--set", "resbuilder.insertions_per_cycle=1"]
     if argv[0] == "train" and "--help-config" not in argv:
         return [*argv, *sets]
     if argv[:2] == ["analyze", "compare"]:

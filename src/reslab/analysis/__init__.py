@@ -7,6 +7,8 @@
 * ``effective_depth``: branch-to-shortcut norms and the output's split over path lengths; ``tracking``
   measures them during training (the ``analysis`` section of a training config: ``SECTION`` declares it,
   ``make_hook`` serves it).
+* ``paired`` and ``frontier`` judge evidence: paired per-seed differences, and the accuracy-against-MACs
+  curve of fixed networks read at a searched network's cost.
 * ``studies`` runs them on one trained network, ``compare`` trains a network and its plain twin over seeds
   and runs them all, ``report`` draws the plots and writes the report, ``cli`` is ``reslab analyze``.
 """
@@ -22,6 +24,7 @@ lazy_exports(
             "BlockNorm", "DepthSnapshot", "PathOutput", "branch_norms", "measure_depth", "output_by_path_length"
         ],
         ".errors": ["AnalysisError"],
+        ".frontier": ["curve_accuracy"],
         ".evaluate": ["accuracy", "as_batches"],
         ".lesion": ["LesionResult", "lesion_kind", "lesion_pool", "lesion_study", "lesioned", "remove_blocks"],
         ".linearize": ["LeakyUnit", "LinearizableNet", "LinearizeConfig", "LinearizeResult", "linearization_study"],
@@ -35,8 +38,9 @@ lazy_exports(
 __all__ = [
     "SECTION", "AnalysisError", "BlockNorm", "DepthSnapshot", "EffectiveDepthHook", "LeakyUnit", "LesionResult",
     "LinearizableNet", "LinearizeConfig", "LinearizeResult", "PathGradient", "PathOutput", "RunStudies",
-    "StudyOptions", "TrackingConfig", "accuracy", "as_batches", "branch_norms", "compare", "gradient_by_path_length",
-    "lesion_kind", "lesion_pool", "lesion_study", "lesioned", "linearization_study", "make_hook",
+    "StudyOptions", "TrackingConfig", "accuracy", "as_batches", "branch_norms", "compare", "curve_accuracy",
+    "gradient_by_path_length", "lesion_kind", "lesion_pool", "lesion_study", "lesioned", "linearization_study",
+    "make_hook",
     "measure_depth", "output_by_path_length", "path_length_counts", "path_length_distribution",
     "remove_blocks", "run_studies", "twin_configs", "write_report",
 ]

@@ -21,12 +21,12 @@ lazy_exports(
         ".penalties": [
             "WidthPenalty", "block_strengths", "branch_gain", "layer_lasso", "removable_blocks", "shrink_blocks"
         ],
-        ".schedule": ["Schedule", "choose_insertion", "insertion_points", "make_schedule"],
+        ".schedule": ["Schedule", "choose_insertion", "insertion_points", "make_schedule", "run_epochs"],
     },
 )
 
 __all__ = [
     "FOUND_SPEC", "SECTION", "ResBuilderConfig", "ResBuilderConfigError", "ResBuilderHook", "Schedule", "WidthPenalty",
     "block_strengths", "branch_gain", "choose_insertion", "insertion_points", "layer_lasso", "make_hook",
-    "make_schedule", "removable_blocks", "shrink_blocks",
+    "make_schedule", "removable_blocks", "run_epochs", "shrink_blocks",
 ]

@@ -1,33 +1,54 @@
 """``reslab build``: ``reslab train`` with ResBuilder switched on.
 
-``reslab build --data cifar10 --set train.epochs=40`` trains the config's start network (by default the
+``reslab build --data cifar10 --set train.epochs=45`` trains the config's start network (by default the
 zoo's ``resnet8``: one block per stage) while ResBuilder inserts, deletes and narrows it, with the default
 ResBuilder settings unless the config's ``resbuilder`` section or ``--set resbuilder.KEY=VALUE`` change
-them. The run folder is ``<output.out_dir>/<data>_resbuilder`` unless ``name`` is set.
+them. The run folder is ``<output.out_dir>/<data>_resbuilder`` unless ``name`` is set. Where neither the
+config file nor ``--set`` gives ``train.epochs``, the run is long enough for the search and then the
+default number of epochs for the network it finds (``schedule.run_epochs``: 15 for the default 10).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..train.config import Config
+
+
+def build_config(config_path: Path | None, overrides: list[str]) -> Config:
+    """The training config of ``reslab build``: ``reslab train``'s, with the ``resbuilder`` section added if
+    it is missing, a run name, and (unless the file or ``--set`` gives ``train.epochs``) a run long enough for
+    the search and then the default epochs for the network it finds."""
+    from ..train.config import TrainConfig, load_config, parse_override, read_yaml
+    from .config import ResBuilderConfig
+    from .schedule import run_epochs
+
+    config = load_config(config_path, overrides)
+    if "resbuilder" not in config.plugins:
+        config = config.replace(plugins={**config.plugins, "resbuilder": ResBuilderConfig()})
+    if config.name is None:
+        config = config.replace(name=f"{config.data.name}_resbuilder")
+    file_train = (read_yaml(config_path).get("train") or {}) if config_path is not None else {}
+    if "epochs" not in file_train and ["train", "epochs"] not in [parse_override(o)[0] for o in overrides]:
+        epochs = run_epochs(TrainConfig().epochs, config.plugins["resbuilder"].search_fraction)
+        config = config.replace(train=replace(config.train, epochs=epochs))
+    return config
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..train.config import load_config
     from ..train.engine import run_training
     from ..train.plugins import extra_hooks
-    from .config import ResBuilderConfig
 
     overrides = list(args.set or [])
     if args.data is not None:
         overrides.append(f"data.name={args.data}")
     if args.out is not None:
         overrides.append(f"output.out_dir={args.out}")
-    config = load_config(args.config, overrides)
-    if "resbuilder" not in config.plugins:
-        config = config.replace(plugins={**config.plugins, "resbuilder": ResBuilderConfig()})
-    if config.name is None:
-        config = config.replace(name=f"{config.data.name}_resbuilder")
+    config = build_config(args.config, overrides)
     trainer, summary = run_training(config, extra_hooks(config), overwrite=args.overwrite)
     if trainer.is_main:
         print(f"found spec: {trainer.run_dir / 'found_spec.json'}")

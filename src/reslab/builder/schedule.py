@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -61,17 +62,26 @@ class Schedule:
 def make_schedule(config: ResBuilderConfig, epochs: int) -> Schedule:
     """Fit the configured cycles into the search phase of an ``epochs``-long run (fewer cycles if the phase
     has fewer epochs than segments; an error if it cannot hold one cycle)."""
-    search = int(epochs * config.search_fraction)
+    search = math.floor(epochs * config.search_fraction + 1e-9)  # 12 x (1/3) is 3.9999999999999996 in floats
     per_cycle = config.insertions_per_cycle + 1
     cycles = min(config.cycles, search // per_cycle)
     if cycles < 1:
         raise ResBuilderConfigError(
             f"resbuilder: one cycle needs {per_cycle} epochs of search (insertions_per_cycle + 1), but "
             f"train.epochs {epochs} x resbuilder.search_fraction {config.search_fraction} leaves {search}; "
-            f"train for at least {-(-per_cycle // config.search_fraction):.0f} epochs")
+            f"train for at least {math.ceil(per_cycle / config.search_fraction - 1e-9)} epochs")
     segments = cycles * per_cycle
     ends = tuple((k + 1) * search // segments - 1 for k in range(segments))
     return Schedule(search, cycles, per_cycle, ends)
+
+
+def run_epochs(found_epochs: int, search_fraction: float) -> int:
+    """The length of a ResBuilder run whose found network trains for ``found_epochs`` after the search: the
+    paper trains its final architecture with the full recipe, so a found network is compared with fixed ones
+    trained as long (``search_fraction`` 1/3: 1.5x the epochs)."""
+    if search_fraction >= 1:
+        return found_epochs  # all search: the searched network is the result
+    return round(found_epochs / (1 - search_fraction))
 
 
 def insertion_points(spec: NetSpec, stage: int) -> list[int]:
