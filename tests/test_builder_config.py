@@ -16,7 +16,16 @@ from reslab.builder import (
     make_schedule,
 )
 from reslab.builder.cli import build_config
-from reslab.builder.schedule import DELETE, INSERT, NARROW, run_epochs, signature, with_block
+from reslab.builder.schedule import (
+    DELETE,
+    INSERT,
+    NARROW,
+    Schedule,
+    judgement_steps,
+    run_epochs,
+    signature,
+    with_block,
+)
 from reslab.train.config import Config, ConfigError
 
 
@@ -55,25 +64,48 @@ def test_bad_settings_name_the_key(section, message: str) -> None:
 
 # -- schedule -------------------------------------------------------------------------------------------
 def test_default_schedule_has_the_papers_seven_cycles_when_the_run_is_long_enough() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=84)  # a third of the epochs search
+    schedule = make_schedule(ResBuilderConfig(), epochs=84, steps_per_epoch=100, lr=0.1)  # a third searches
     assert (schedule.search_epochs, schedule.cycles, schedule.segments_per_cycle) == (28, 7, 4)
-    assert len(schedule.ends) == 28 and schedule.ends[-1] == 27
-    assert all(a < b for a, b in zip(schedule.ends, schedule.ends[1:], strict=False))
+    assert schedule.ends == tuple(range(100, 2801, 100))  # segments counted in optimizer steps
     assert schedule.actions(0) == (INSERT,)  # nothing inserted yet, so nothing to delete
     assert schedule.actions(1) == schedule.actions(2) == (DELETE, INSERT)
     assert schedule.actions(3) == (DELETE, NARROW)  # a cycle ends with the width step
     assert schedule.actions(4) == (DELETE, INSERT)
-    assert schedule.segment_ending_at(27) == 27 and schedule.segment_ending_at(28) is None
+    assert schedule.segment_ending_at(2800) == 27 and schedule.segment_ending_at(2801) is None
+    assert schedule.last_search_epoch == 27  # the search ends with an epoch
+
+
+def test_a_segment_lasts_as_long_as_the_layer_lasso_needs_to_judge_a_new_block() -> None:
+    # A new block enters at gain 0.1; at lr 0.05 the proximal step takes 0.05 x 0.045 off its RMS gain per step.
+    assert judgement_steps(ResBuilderConfig(), lr=0.05) == 45
+    assert judgement_steps(ResBuilderConfig(layer_lasso=0.0), lr=0.05) == 1
+    # The whole MNIST training set at batch 64 (845 steps per epoch), 12 epochs: 4 search epochs hold all
+    # seven cycles, their segments ending inside epochs (epoch-long segments would have left one cycle).
+    big = make_schedule(ResBuilderConfig(), epochs=12, steps_per_epoch=845, lr=0.05)
+    assert (big.cycles, len(big.ends), big.ends[-1]) == (7, 28, 4 * 845)
+    assert any(end % 845 for end in big.ends)
+    # 1,080 images at batch 64 (17 steps per epoch), 45 epochs: 255 search steps hold one cycle of 45-step
+    # segments, so it runs one, with segments as long as the search allows.
+    small = make_schedule(ResBuilderConfig(), epochs=45, steps_per_epoch=17, lr=0.05)
+    assert (small.cycles, small.ends) == (1, (63, 127, 191, 255))
 
 
 def test_short_runs_get_fewer_cycles_and_too_short_ones_an_error() -> None:
-    schedule = make_schedule(ResBuilderConfig(), epochs=21)  # 7 search epochs hold one 4-segment cycle
-    assert (schedule.cycles, schedule.ends) == (1, (0, 2, 4, 6))
-    assert make_schedule(ResBuilderConfig(), epochs=60).cycles == 5  # 20 search epochs: 5 cycles
+    assert make_schedule(ResBuilderConfig(), epochs=60, steps_per_epoch=10, lr=0.1).cycles == 2  # 200 steps
     # 12 epochs search for exactly 4 (a third of 12 is 3.9999999999999996 in floating point)
-    assert make_schedule(ResBuilderConfig(), epochs=12).search_epochs == 4
-    with pytest.raises(ResBuilderConfigError, match="train for at least 12 epochs"):
-        make_schedule(ResBuilderConfig(), epochs=11)
+    tiny = make_schedule(ResBuilderConfig(), epochs=12, steps_per_epoch=6, lr=0.1)
+    assert (tiny.search_epochs, tiny.cycles, tiny.ends) == (4, 1, (6, 12, 18, 24))
+    with pytest.raises(ResBuilderConfigError, match="train for at least 3 epochs"):
+        make_schedule(ResBuilderConfig(), epochs=2, steps_per_epoch=6, lr=0.1)
+
+
+def test_a_schedule_stored_in_epochs_moves_to_steps() -> None:
+    """Checkpoints written before segments were counted in steps store epoch indices; a resumed run ends
+    those segments with the last step of their epochs, as before."""
+    old = Schedule(search_epochs=4, cycles=1, segments_per_cycle=4, ends=(0, 1, 2, 3))
+    new = old.in_steps(17)
+    assert (new.ends, new.steps_per_epoch, new.last_search_epoch) == ((17, 34, 51, 68), 17, 3)
+    assert new.in_steps(5) == new
 
 
 # -- insertion strategy -----------------------------------------------------------------------------------
@@ -100,7 +132,7 @@ def test_a_run_gives_the_found_network_the_epochs_of_a_fixed_one() -> None:
     assert run_epochs(30, 1 / 3) == 45 and run_epochs(10, 1 / 3) == 15  # a third searches, 30 (10) train it
     assert run_epochs(30, 0.5) == 60
     assert run_epochs(30, 1.0) == 30  # all search: the searched network is the result
-    assert make_schedule(ResBuilderConfig(), run_epochs(30, 1 / 3)).search_epochs == 15
+    assert make_schedule(ResBuilderConfig(), run_epochs(30, 1 / 3), 17, 0.05).search_epochs == 15
 
 
 def test_reslab_build_runs_the_search_plus_the_default_epochs_unless_told(tmp_path: Path) -> None:

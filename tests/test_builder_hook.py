@@ -8,7 +8,7 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from reslab.profile import profile
 from reslab.spec import NetSpec
 from reslab.train.config import load_config
 from reslab.train.engine import Trainer
+from reslab.train.hooks import Hook
 
 QUIET = ["train.progress=none", "output.tensorboard=false", "output.keep_best=false"]
 # A class-balanced fifth of digits: a few steps per epoch are enough to exercise every mechanism.
@@ -119,11 +120,42 @@ def test_the_rise_is_judged_against_the_noise_of_the_validation_split(tmp_path: 
     with torch.no_grad():
         trainer.model.layer1[0].bn2.weight.zero_()
         trainer.model.layer1[0].bn2.bias.zero_()
+    measured = []
+
+    def evaluate(split):  # the network scores 50 % + rise on the split the segment's end measures
+        measured.append(len(split))
+        return {"loss": 1.0, "accuracy": 0.5 + rise, "count": len(split)}
+
+    trainer.evaluate = evaluate
     hook.accuracy_before_insert = 0.5
-    epoch = hook.schedule.ends[1]  # segment 1: delete, then insert
-    trainer.epoch = epoch
-    hook.on_epoch_end(trainer, epoch, {"val_acc": 0.5 + rise})
+    hook.end_segment(trainer, 1)  # segment 1: delete, then insert
+    assert measured == [143]
     assert ("deleted" in [e["kind"] for e in hook.events]) is deleted
+
+
+def test_segments_end_inside_epochs_and_the_next_step_trains_the_new_network(tmp_path: Path) -> None:
+    """The hook edits at the step that ends a segment, mid-epoch; the engine's next step trains the network
+    it swapped in (parameters, optimizer and all)."""
+    hook = ResBuilderHook(ResBuilderConfig(search_fraction=0.5, insertions_per_cycle=1))
+    trainer = digits_trainer(tmp_path, hook, *SMALL, "train.batch_size=16", "train.epochs=2")
+    hook.on_train_start(trainer)
+    steps = trainer.steps_per_epoch
+    assert hook.schedule.ends == (steps // 2, steps)  # the first segment ends in the middle of epoch 0
+    seen = []
+
+    class Watch(Hook):
+        def on_step_end(self, trainer, step: int) -> None:
+            seen.append((step, trainer.model.spec.blocks_per_stage, id(trainer.model)))
+
+    trainer.hooks.append(Watch())
+    trainer.fit()
+    inserted = [e for e in hook.events if e["kind"] == "inserted"]
+    assert len(inserted) == 1 and inserted[0]["epoch"] == 0
+    # The watcher runs after ResBuilder's hook: at the segment's last step it already sees the new network.
+    before = [s for s in seen if s[0] < steps // 2]
+    after = [s for s in seen if steps // 2 <= s[0] < steps]
+    assert {s[1] == [1, 1, 1] for s in before} == {True}
+    assert len({s[2] for s in after}) == 1 and sum(after[0][1]) == 4  # one network, with the new block
 
 
 @pytest.mark.parametrize("expand", [True, False])
@@ -171,6 +203,7 @@ def test_each_step_is_the_proximal_step_at_the_learning_rate_of_the_moment(tmp_p
                                  "schedule.name=constant", "schedule.warmup_epochs=0", "train.epochs=16",
                                  "optim.lr=0.05")
         hook.on_train_start(trainer)
+        hook.schedule = replace(hook.schedule, ends=(10_000,))  # no segment ends (and edits) in these steps
         block = trainer.model.layer1[0].bn2
         with torch.no_grad():
             block.weight.fill_(1.0)
@@ -275,11 +308,11 @@ def test_reslab_build_on_digits(tmp_path: Path) -> None:
     assert history[3]["layer_lasso"] == pytest.approx(
         config.layer_lasso * (losses[2] / math.log(10)) ** config.layer_lasso_loss_power)
     assert history[3]["layer_lasso"] < history[1]["layer_lasso"] < config.layer_lasso
-    # Each epoch's architecture is the one the previous epoch's last event left.
+    # Each epoch's row holds the architecture its last event left (edits happen inside epochs).
     for e in events:
-        if e["kind"] in ("inserted", "deleted", "narrowed", "widened") and e["epoch"] + 1 < len(history):
+        if e["kind"] in ("inserted", "deleted", "narrowed", "widened"):
             later = [x for x in events if x["epoch"] == e["epoch"] and "blocks_per_stage" in x][-1]
-            assert history[e["epoch"] + 1]["blocks_per_stage"] == later["blocks_per_stage"]
+            assert history[e["epoch"]]["blocks_per_stage"] == later["blocks_per_stage"]
     # The found spec is saved, matches the trained network and loads with it.
     found = NetSpec.load(run / FOUND_SPEC)
     model = load(run / "model.safetensors")
@@ -336,16 +369,17 @@ def test_a_resume_with_more_epochs_keeps_the_stored_schedule(tmp_path: Path) -> 
     assert all(e["epoch"] < 2 for e in state["events"])  # no edit after the stored search
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     kept = [e for e in events if e["kind"] == "resbuilder_schedule_kept"]
-    assert len(kept) == 1 and kept[0]["segment_ends"] == [0, 1] and kept[0]["train_epochs"] == 10
+    # Its two segments end with the search's two epochs of 6 steps.
+    assert len(kept) == 1 and kept[0]["segment_ends"] == [6, 12] and kept[0]["train_epochs"] == 10
 
 
 def test_a_resume_that_would_end_inside_the_stored_search_is_refused(tmp_path: Path) -> None:
     hook = ResBuilderHook()
-    hook.load_state_dict({"schedule": asdict(make_schedule(hook.config, 24))})  # search ends with epoch 7
+    hook.load_state_dict({"schedule": asdict(make_schedule(hook.config, 24, 6, 0.1))})  # search ends with epoch 7
     trainer = digits_trainer(tmp_path, hook, "train.epochs=6")
     with pytest.raises(ResBuilderConfigError, match="train.epochs: 6 would end this run inside ResBuilder's "
                                                     "search.*resume with train.epochs > 7"):
         hook.on_train_start(trainer)
     same = ResBuilderHook()
     same.load_state_dict(hook.state_dict())
-    assert same.schedule == make_schedule(hook.config, 24)  # the state round-trips
+    assert same.schedule == make_schedule(hook.config, 24, 6, 0.1)  # the state round-trips

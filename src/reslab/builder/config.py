@@ -23,14 +23,17 @@ class ResBuilderConfig:
     """The schedule, the penalties and the structural thresholds of ResBuilder.
 
     Schedule. The search phase (the first ``search_fraction`` of the run's epochs) is split into ``cycles``
-    equal cycles; each cycle is ``insertions_per_cycle + 1`` equal segments. At the end of each segment blocks
+    equal cycles; each cycle is ``insertions_per_cycle + 1`` equal segments, counted in optimizer steps (each
+    at least the steps the layer LASSO needs to judge a new block: ``schedule.judgement_steps``; fewer cycles
+    when the search is shorter). At the end of each segment blocks
     whose branch gain fell below ``delete_threshold`` are removed; between segments one block is inserted;
     at the end of each cycle channels below ``width_threshold`` are cut. The rest of the run is fine-tuning
     of the found architecture with no penalty and no structural change.
     """
 
     # Paper code: 7 MorphNet (width) steps, each after 3 layer-insertion steps (``number_morph_steps``,
-    # ``number_layer_steps``). Fewer cycles are run when the search phase has fewer epochs than segments.
+    # ``number_layer_steps``). Fewer cycles are run when the search phase is too short for 7 cycles of
+    # segments that each give the layer LASSO time to judge a new block (``schedule.judgement_steps``).
     cycles: int = option(7, at_least(1), "width steps (cycles) in the search phase")
     insertions_per_cycle: int = option(3, at_least(0), "block insertions per cycle")
     # Ours: the paper trains every architecture for 20 epochs (28 trainings) and then retrains the final one

@@ -69,10 +69,11 @@ class ResBuilderHook(Hook):
 
     # -- engine hooks ------------------------------------------------------------------------------------
     def on_train_start(self, trainer) -> None:
-        epochs = trainer.config.train.epochs
+        epochs, steps, lr = trainer.config.train.epochs, trainer.steps_per_epoch, trainer.config.optim.lr
         if self.schedule is None:  # a new run (or a checkpoint from before schedules were stored)
-            self.schedule = make_schedule(self.config, epochs)
+            self.schedule = make_schedule(self.config, epochs, steps, lr)
         else:
+            self.schedule = self.schedule.in_steps(steps)
             self._check_resumed_schedule(trainer, epochs)
         self.input_size = (trainer.data.in_chans, trainer.data.image_size, trainer.data.image_size)
         if self.start_spec is None:  # not resumed
@@ -87,7 +88,7 @@ class ResBuilderHook(Hook):
                 f"train.epochs: {epochs} would end this run inside ResBuilder's search, which was scheduled "
                 f"when the run started to end with epoch {last + 1}; resume with train.epochs > {last}")
         try:
-            derived = make_schedule(self.config, epochs)
+            derived = make_schedule(self.config, epochs, trainer.steps_per_epoch, trainer.config.optim.lr)
         except ResBuilderConfigError:
             derived = None
         if derived != self.schedule:
@@ -122,6 +123,20 @@ class ResBuilderHook(Hook):
         lr = trainer.optimizer.param_groups[0]["lr"]
         shrink_blocks(model, self._blocks, self.layer_strength * lr)
         self._width.shrink(model, self.config.width_lasso * lr)
+        segment = self.schedule.segment_ending_at(step)
+        if segment is not None:
+            self.end_segment(trainer, segment)
+
+    def end_segment(self, trainer, segment: int) -> None:
+        """Judge and edit at the end of ``segment``: validation accuracy for the paper's momentum rule (none
+        without a validation split), then the plan rank 0 makes, applied by every rank."""
+        accuracy, samples = None, None
+        if trainer.data.val is not None:
+            val = trainer.evaluate(trainer.data.val)  # every rank takes part
+            accuracy, samples = val["accuracy"], val["count"]
+        plan = self.plan(trainer.model, segment, accuracy, samples) if trainer.is_main else None
+        plan = broadcast_object(plan)  # rank 0 decides; every rank applies the same edits
+        self.apply(trainer, plan, accuracy)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, Any]) -> None:
         model = trainer.model
@@ -138,14 +153,6 @@ class ResBuilderHook(Hook):
         loss, power = metrics.get("train_loss"), self.config.layer_lasso_loss_power
         if power and loss is not None:
             self.loss_scale = min(1.0, loss / math.log(max(model.spec.num_classes, 2))) ** power
-        segment = self.schedule.segment_ending_at(epoch)
-        if segment is None:
-            return
-        accuracy = metrics.get("val_acc", metrics.get("train_acc"))
-        judged_on = trainer.data.val if "val_acc" in metrics else trainer.data.train
-        plan = self.plan(model, segment, accuracy, len(judged_on)) if trainer.is_main else None
-        plan = broadcast_object(plan)  # rank 0 decides; every rank applies the same edits
-        self.apply(trainer, plan, accuracy)
         if epoch == self.schedule.last_search_epoch and epoch + 1 < trainer.config.train.epochs:
             if self.config.finetune_restart:
                 trainer.restart_schedule()  # the found network fine-tunes on a fresh schedule

@@ -21,7 +21,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], events: Sequence[Mapping[
                  path: str | Path) -> Path:
     """Four panels over epochs: blocks per stage, stage widths, parameters and MACs, accuracy.
 
-    Dashed lines mark structural events; an edit made at the end of epoch e shows at e + 0.5.
+    Dashed lines mark structural events; an edit made during epoch e shows at e + 0.5.
     """
     epochs = [row["epoch"] for row in history]
     stages = len(history[0]["blocks_per_stage"]) if history else 0

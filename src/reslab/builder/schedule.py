@@ -3,7 +3,11 @@
 The paper's pipeline is a sequence of trainings: per cycle, one training, then ``insertions_per_cycle``
 times (insert a block, train, delete blocks below the threshold), then a MorphNet width step; 7 cycles.
 In one continuous run each of those trainings becomes a *segment* of equal length, and the edits happen at
-segment ends (epoch boundaries) while the optimizer and learning-rate schedule run on.
+segment ends while the optimizer and learning-rate schedule run on. Segments are counted in optimizer steps,
+not epochs: a segment must give the layer LASSO time to judge the block inserted at its start
+(``judgement_steps``), which takes the same number of steps on 1,000 images as on 50,000, while an epoch of
+50,000 images is 50 times longer. (Segments of whole epochs, the first form, left a 12-epoch run on a whole
+training set one cycle of three insertions.) The search ends with an epoch, so fine-tuning starts with one.
 
 Insertion ("random in"): a stage is drawn uniformly, then a position uniformly among the places between
 its blocks where a stride-1 identity block fits (the paper's ``equal_blockwise``: equal probability per
@@ -28,19 +32,33 @@ DELETE, NARROW, INSERT = "delete", "narrow", "insert"
 
 @dataclass(frozen=True)
 class Schedule:
-    """Segment ends of the search phase; ``ends[k]`` is the epoch (0-based) at whose end segment k ends."""
+    """Segment ends of the search phase: segment k ends after the run's ``ends[k]``-th optimizer step.
+
+    The search is the run's first ``search_epochs`` epochs of ``steps_per_epoch`` steps; its last segment ends
+    with the last of them. (``steps_per_epoch`` 0: ``ends`` count epochs, as checkpoints written before
+    segments were counted in steps store them; ``ResBuilderHook`` converts those.)
+    """
 
     search_epochs: int
     cycles: int
     segments_per_cycle: int
     ends: tuple[int, ...]
+    steps_per_epoch: int = 0
 
     @property
     def last_search_epoch(self) -> int:
-        return self.ends[-1]
+        return self.search_epochs - 1
 
-    def segment_ending_at(self, epoch: int) -> int | None:
-        return self.ends.index(epoch) if epoch in self.ends else None
+    def segment_ending_at(self, step: int) -> int | None:
+        """The segment that ends after global step ``step`` (1-based: steps done so far), if any."""
+        return self.ends.index(step) if step in self.ends else None
+
+    def in_steps(self, steps_per_epoch: int) -> Schedule:
+        """This schedule with epoch-counted ends (an old checkpoint's) moved to the last step of their epochs."""
+        if self.steps_per_epoch:
+            return self
+        return replace(self, ends=tuple((e + 1) * steps_per_epoch for e in self.ends),
+                       steps_per_epoch=steps_per_epoch)
 
     def actions(self, segment: int) -> tuple[str, ...]:
         """What happens at the end of ``segment``, in order.
@@ -59,20 +77,34 @@ class Schedule:
         return tuple(actions)
 
 
-def make_schedule(config: ResBuilderConfig, epochs: int) -> Schedule:
-    """Fit the configured cycles into the search phase of an ``epochs``-long run (fewer cycles if the phase
-    has fewer epochs than segments; an error if it cannot hold one cycle)."""
+def judgement_steps(config: ResBuilderConfig, lr: float) -> int:
+    """The optimizer steps in which the layer LASSO alone takes a new block from its starting gain to zero
+    (its proximal step lowers a gain's RMS by ``lr * layer_lasso`` per step): a segment this long can judge the
+    block inserted at its start, whatever the data set's size. 45 steps at lr 0.05 with the defaults."""
+    shrink = lr * config.layer_lasso
+    if shrink <= 0 or config.insert_gain <= 0:
+        return 1  # nothing to wait for
+    return math.ceil(config.insert_gain / shrink - 1e-9)
+
+
+def make_schedule(config: ResBuilderConfig, epochs: int, steps_per_epoch: int, lr: float) -> Schedule:
+    """Fit the configured cycles into the search phase of an ``epochs``-long run of ``steps_per_epoch`` steps
+    per epoch at base learning rate ``lr``: as many cycles (up to ``config.cycles``) as the search holds with
+    segments of at least ``judgement_steps``; at least one, with shorter segments if the search is short;
+    an error if the search has fewer steps than one cycle has segments."""
     search = math.floor(epochs * config.search_fraction + 1e-9)  # 12 x (1/3) is 3.9999999999999996 in floats
+    search_steps = search * steps_per_epoch
     per_cycle = config.insertions_per_cycle + 1
-    cycles = min(config.cycles, search // per_cycle)
-    if cycles < 1:
+    if search_steps < per_cycle:
         raise ResBuilderConfigError(
-            f"resbuilder: one cycle needs {per_cycle} epochs of search (insertions_per_cycle + 1), but "
-            f"train.epochs {epochs} x resbuilder.search_fraction {config.search_fraction} leaves {search}; "
-            f"train for at least {math.ceil(per_cycle / config.search_fraction - 1e-9)} epochs")
+            f"resbuilder: one cycle needs {per_cycle} segments of search (insertions_per_cycle + 1), but "
+            f"train.epochs {epochs} x resbuilder.search_fraction {config.search_fraction} leaves "
+            f"{search} epochs of {steps_per_epoch} steps; train for at least "
+            f"{math.ceil(math.ceil(per_cycle / steps_per_epoch) / config.search_fraction - 1e-9)} epochs")
+    cycles = max(1, min(config.cycles, search_steps // (per_cycle * judgement_steps(config, lr))))
     segments = cycles * per_cycle
-    ends = tuple((k + 1) * search // segments - 1 for k in range(segments))
-    return Schedule(search, cycles, per_cycle, ends)
+    ends = tuple((k + 1) * search_steps // segments for k in range(segments))
+    return Schedule(search, cycles, per_cycle, ends, steps_per_epoch)
 
 
 def run_epochs(found_epochs: int, search_fraction: float) -> int:

@@ -146,6 +146,13 @@ class Trainer(RunFiles):
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
+    def _zero_missing_grads(self) -> None:
+        """A dropped branch's parameters get zero gradients, not none, so that weight decay and momentum still
+        move them in that step, as in Huang et al.'s and Yamada et al.'s code; the branch itself is not computed."""
+        for p in self.model.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
+
     def _wrap(self) -> None:
         """The module the training step calls: the bare model, wrapped in DDP and/or torch.compile."""
         cfg = self.config.train
@@ -210,6 +217,7 @@ class Trainer(RunFiles):
         self.scheduler = self._new_scheduler()
         restore_scheduler(self.scheduler, position)
         self._wrap()
+        self._zero_missing_grads()  # also when replaced in the middle of an epoch
         self.event(
             "model_replaced",
             model=self.model.spec.name,
@@ -353,8 +361,7 @@ class Trainer(RunFiles):
 
     def _train_epoch(self) -> tuple[float, float, int]:
         """One pass over the rank's shard; returns (mean loss, accuracy, images) over all ranks."""
-        module = self._forward_train
-        module.train()
+        self._forward_train.train()
         changed = self.finetune.apply(self.model, self.epoch)  # frozen batch norms back to eval mode
         if changed:
             self.event("freeze", state=changed)
@@ -364,14 +371,10 @@ class Trainer(RunFiles):
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen, step_in_epoch, pending = 0, 0, None
-        # A dropped branch's parameters get zero gradients, not none, so that weight decay and momentum still
-        # move them in that step, as in Huang et al.'s and Yamada et al.'s code; the branch itself is not computed.
-        for p in self.model.parameters():
-            if p.requires_grad and p.grad is None:
-                p.grad = torch.zeros_like(p)
+        self._zero_missing_grads()
         for x, y in self._batches(self.data.train, self.local_batch, train=True):
             with autocast_context(self.precision, self.device):
-                logits = module(x)
+                logits = self._forward_train(x)  # a hook may have replaced the model at the last step
             loss = self.criterion(logits.float(), y)
             total = loss
             for hook in self.hooks:

@@ -54,7 +54,8 @@ class Hook:
         """Gradients are ready (unscaled) and the optimizer has not stepped: inspect or edit them."""
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
-        """After the optimizer and scheduler step; ``step`` is the global step count so far."""
+        """After the optimizer and scheduler step; ``step`` is the global step count so far. The hook may replace
+        the network here (``trainer.set_model``): the epoch's next step trains the new one."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         """After evaluation; keys added to ``metrics`` are logged with the epoch."""
