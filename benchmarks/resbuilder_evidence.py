@@ -225,18 +225,21 @@ def against(entry: dict, best: dict) -> dict:
             "accuracy_ok": accuracy_ok, "macs_ok": macs_ok, "met": accuracy_ok and macs_ok}
 
 
-def verdict(table: dict[str, dict]) -> dict | None:
-    """Judge ResBuilder two ways (``None`` when the table lacks ResBuilder or the baseline):
+JUDGED = ("resbuilder", "retrain")  # the network at the end of ResBuilder's run, and its spec from scratch
+
+
+def verdict(table: dict[str, dict], method: str = "resbuilder") -> dict | None:
+    """Judge ``method``'s row two ways (``None`` when the table lacks it or the baseline):
 
     * the target: within 0.3 points of ResNet-20 at no more than half its MACs;
-    * where that misses, against the fixed-depth curve: seed by seed, ResBuilder's accuracy minus the curve
-      of that seed's fixed networks read at the MACs it found (``reslab.analysis.curve_accuracy``), judged by
-      the paired rule (``reslab.analysis.paired``). A network cheaper than every fixed one has no curve to be
+    * where that misses, against the fixed-depth curve: seed by seed, the row's accuracy minus the curve of
+      that seed's fixed networks read at the MACs it has (``reslab.analysis.curve_accuracy``), judged by the
+      paired rule (``reslab.analysis.paired``). A network cheaper than every fixed one has no curve to be
       read against and is compared with the cheapest fixed network instead.
     """
-    if "resbuilder" not in table or BASELINE not in table:
+    if method not in table or BASELINE not in table:
         return None
-    best, found = table[BASELINE], table["resbuilder"]
+    best, found = table[BASELINE], table[method]
     seeds = sorted(found["by_seed"])
     # Seed by seed on the same data subset: the spread of the subsets cancels, what is left is the method's.
     common = [s for s in seeds if s in best["by_seed"]]
@@ -259,10 +262,14 @@ def verdict(table: dict[str, dict]) -> dict | None:
             "paired": None if paired_baseline is None else asdict(paired_baseline),
             "curve": None if not curve else {
                 "fixed": fixed, "paired": asdict(paired(ours, curve)),
-                "seeds_cheaper_than_every_fixed": cheaper_than_all},
-            # The hand-made network against the same target: if it meets it, the target is within reach of an
-            # architecture, and a miss is the search's.
-            "hand": against(table[HAND], best) if HAND in table else None}
+                "seeds_cheaper_than_every_fixed": cheaper_than_all}}
+
+
+def seed_by_seed(p: dict) -> str:
+    """``+1.00, -0.50; mean +0.25 ± 1.50 (2 SE): inconclusive`` for an ``asdict(Paired)``."""
+    spread = "n/a" if p["se"] != p["se"] else f"{2 * p['se']:.2f}"  # nan with one seed
+    return (f"{', '.join(f'{d:+.2f}' for d in p['diffs'])}; mean {p['mean']:+.2f} ± {spread} points (2 SE, "
+            f"{len(p['diffs'])} seeds): **{p['verdict']}**")
 
 
 def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
@@ -284,7 +291,7 @@ def plot(results: dict[Run, dict], tables: dict[str, dict], path: Path) -> None:
         fixed = sorted((table[m]["macs"] / 1e6, 100 * table[m]["accuracy"]) for m in FIXED if m in table)
         if fixed:
             ax.plot(*zip(*fixed, strict=True), color="grey", lw=0.8, alpha=0.7)  # the fixed-depth curve
-        if table["verdict"] is not None:
+        if BASELINE in table:
             best = table[BASELINE]
             # The target: at most half the best baseline's MACs, at most 0.3 points below its accuracy.
             ax.axvline(MACS_FRACTION * best["macs"] / 1e6, color="grey", ls="--", lw=0.8)
@@ -305,7 +312,7 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
     for dataset in sorted({r.dataset for r in results}):
         table = {m: aggregate(results, dataset, m) for m in (*METHODS, "retrain")}
         table = {m: t for m, t in table.items() if t is not None}
-        table["verdict"] = verdict(table)
+        table["verdicts"] = {m: verdict(table, m) for m in JUDGED}
         tables[dataset] = table
     plot(results, tables, work / "accuracy_vs_macs.png")
     settings = "the settings " + ", ".join(resbuilder) if resbuilder else "its default configuration"
@@ -327,38 +334,35 @@ def report(results: dict[Run, dict], scale: dict, work: Path, total_s: float, re
                   "| method | runs | test accuracy (%) | params | MMACs | wall time (s) | blocks per stage |",
                   "|---|---|---|---|---|---|---|"]
         for method, t in table.items():
-            if method == "verdict":
+            if method == "verdicts":
                 continue
             lines.append(f"| {method} | {t['runs']} | {100 * t['accuracy']:.2f} ± {100 * t['accuracy_std']:.2f} "
                          f"| {t['params'] / 1e3:.1f} k | {t['macs'] / 1e6:.2f} | {t['wall_time_s']:.0f} "
                          f"| {t['blocks_per_stage']} |")
-        v = table["verdict"]
-        if v is None:
-            lines.append("")
-            continue
-        lines += ["", f"ResBuilder vs {BASELINE}: accuracy "
-                  f"{v['accuracy_gap_points']:+.2f} points (target >= -0.30: "
-                  f"{'met' if v['accuracy_ok'] else 'NOT met'}), MACs x{v['macs_ratio']:.2f} (target <= 0.50: "
-                  f"{'met' if v['macs_ok'] else 'NOT met'}), params x{v['params_ratio']:.2f}. "
-                  f"**Target {'met' if v['met'] else 'not met'}.**", ""]
-        if v["paired"] is not None and len(v["paired"]["diffs"]) > 1:
-            lines += [f"Seed by seed against {BASELINE} (same subsets): "
-                      f"{', '.join(f'{d:+.2f}' for d in v['paired']['diffs'])}; mean "
-                      f"{v['paired']['mean']:+.2f} ± {v['paired']['se']:.2f} points (standard error, "
-                      f"{len(v['paired']['diffs'])} seeds).", ""]
-        if v["curve"] is not None:
-            c = v["curve"]
-            cheap = (f"; {c['seeds_cheaper_than_every_fixed']} of them below every fixed network's MACs, compared "
-                     f"with the cheapest ({c['fixed'][0]})" if c["seeds_cheaper_than_every_fixed"] else "")
-            lines += [f"Against the fixed-depth curve ({', '.join(c['fixed'])}, straight in log MACs) at the MACs "
-                      f"it found, seed by seed: {', '.join(f'{d:+.2f}' for d in c['paired']['diffs'])}; mean "
-                      f"{c['paired']['mean']:+.2f} points, 2 SE {2 * c['paired']['se']:.2f}{cheap}: above the curve "
-                      f"**{c['paired']['verdict']}**.", ""]
-        if v["hand"] is not None:
-            hand = v["hand"]
-            lines += [f"The hand-made {HAND} (fixed): {hand['accuracy_gap_points']:+.2f} points at MACs "
+        for method in JUDGED:
+            v = table["verdicts"].get(method)
+            if v is None:
+                continue
+            what = "ResBuilder (its run)" if method == "resbuilder" else "The found spec retrained from scratch"
+            lines += ["", f"{what} against {BASELINE}: accuracy {v['accuracy_gap_points']:+.2f} points (target "
+                      f">= -0.30: {'met' if v['accuracy_ok'] else 'NOT met'}), MACs x{v['macs_ratio']:.2f} (target "
+                      f"<= 0.50: {'met' if v['macs_ok'] else 'NOT met'}), params x{v['params_ratio']:.2f}. "
+                      f"**Target {'met' if v['met'] else 'not met'}.**"]
+            if v["paired"] is not None:
+                lines.append(f"Seed by seed, beats {BASELINE}: {seed_by_seed(v['paired'])}.")
+            if v["curve"] is not None:
+                c = v["curve"]
+                cheap = (f" ({c['seeds_cheaper_than_every_fixed']} of the seeds below every fixed network's MACs, "
+                         f"compared with the cheapest, {c['fixed'][0]})" if c["seeds_cheaper_than_every_fixed"]
+                         else "")
+                lines.append(f"Above the fixed-depth curve ({', '.join(c['fixed'])}, straight in log MACs) at its "
+                             f"MACs{cheap}, seed by seed: {seed_by_seed(c['paired'])}.")
+        if HAND in table and BASELINE in table:
+            hand = against(table[HAND], table[BASELINE])
+            lines += ["", f"The hand-made {HAND} (fixed): {hand['accuracy_gap_points']:+.2f} points at MACs "
                       f"x{hand['macs_ratio']:.2f}: target {'met' if hand['met'] else 'not met'} by a fixed "
-                      f"architecture.", ""]
+                      f"architecture."]
+        lines.append("")
     (work / "evidence.json").write_text(json.dumps(
         {"scale": scale, "tables": tables,
          "runs": {r.name: {k: s[k] for k in ("test_accuracy", "params", "macs", "wall_time_s",
