@@ -148,8 +148,8 @@ def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path,
 
 def resbuilder_epochs(epochs: int, resbuilder: Sequence[str] = ()) -> int:
     """ResBuilder's run length: its search, then ``epochs`` of training for the network it found, as long as
-    every fixed network trains (``reslab.builder.run_epochs``; docs/resbuilder.md, "The found network's
-    training budget")."""
+    every fixed network trains (``reslab.builder.run_epochs``; docs/resbuilder.md, "Larger training
+    sets")."""
     fraction = ResBuilderConfig().search_fraction
     for item in resbuilder:
         key, _, value = item.partition("=")

@@ -42,8 +42,8 @@ class ResBuilderConfig:
     # epochs a fixed network gets (benchmarks/resbuilder_evidence.py does that). With half the epochs
     # searching (the first default) and a run as long as a fixed network's, the found network trained for
     # half of their epochs: on 5,000 CIFAR-10 images ResNet-20 itself loses 6 points from 30 epochs to 15,
-    # and the found networks were 3 points below what a full training gave them (docs/resbuilder.md, "The
-    # found network's training budget"). 3/4 searching, tried before, was worse still.
+    # and the found network was 2.5 points below what 30 epochs gave it (docs/resbuilder.md, "Larger
+    # training sets"). 3/4 searching, tried before, was worse still.
     search_fraction: float = option(
         1 / 3, in_range(0.0, 1.0, low_open=True, high_open=False),
         "share of the epochs that search (the rest train the found network)"
