@@ -54,9 +54,9 @@ from cifar_folder import unpack_cifar
 import reslab
 from reslab.analysis.frontier import curve_accuracy
 from reslab.analysis.paired import paired
-from reslab.builder.config import ResBuilderConfig
 from reslab.builder.schedule import run_epochs
 from reslab.spec import NetSpec
+from reslab.train.config import config_from_dict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -149,13 +149,9 @@ def overrides(run: Run, scale: dict, data_dirs: dict[str, Path], work: Path,
 def resbuilder_epochs(epochs: int, resbuilder: Sequence[str] = ()) -> int:
     """ResBuilder's run length: its search, then ``epochs`` of training for the network it found, as long as
     every fixed network trains (``reslab.builder.run_epochs``; docs/resbuilder.md, "Larger training
-    sets")."""
-    fraction = ResBuilderConfig().search_fraction
-    for item in resbuilder:
-        key, _, value = item.partition("=")
-        if key == "search_fraction":
-            fraction = float(value)
-    return run_epochs(epochs, fraction)
+    sets"). ``resbuilder``: the variant's ``KEY=VALUE`` settings, read as the run will read them."""
+    config = config_from_dict({"resbuilder": {}}, [f"resbuilder.{item}" for item in resbuilder], "--set")
+    return run_epochs(epochs, config.plugins["resbuilder"].search_fraction)
 
 
 def execute(run: Run, args: list[str], work: Path) -> dict:

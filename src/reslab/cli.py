@@ -58,8 +58,8 @@ class Interrupted(KeyboardInterrupt):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.config import config_from_dict, describe_schema, load_config
-    from .train.engine import run_training
     from .train.plugins import extra_hooks
+    from .train.run import run_training
     from .train.rundir import RunStopped, saved_config, sigterm_as_interrupt
 
     if args.help_config:

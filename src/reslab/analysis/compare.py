@@ -21,7 +21,7 @@ from ..io import read_spec
 from ..train.checkpoint import load_model
 from ..train.config import Config
 from ..train.distributed import resolve_device
-from ..train.engine import run_training
+from ..train.run import run_training
 from ..train.rundir import FINAL_MODEL
 from .effective_depth import DepthSnapshot
 from .errors import AnalysisError

@@ -40,8 +40,8 @@ def build_config(config_path: Path | None, overrides: list[str]) -> Config:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..train.engine import run_training
     from ..train.plugins import extra_hooks
+    from ..train.run import run_training
 
     overrides = list(args.set or [])
     if args.data is not None:

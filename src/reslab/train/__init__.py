@@ -16,10 +16,12 @@ from .config import (
     apply_overrides,
     load_config,
 )
-from .engine import NonFiniteLoss, RunStopped, Trainer, TrainingError, run_training
+from .engine import Trainer
 from .hooks import Hook
 from .optim import lr_factor_fn, make_optimizer, make_scheduler, param_groups
 from .plugins import PLUGIN_SECTIONS
+from .run import run_training
+from .rundir import NonFiniteLoss, RunStopped, TrainingError
 
 __all__ = [
     "PLUGIN_SECTIONS",

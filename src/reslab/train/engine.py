@@ -42,7 +42,7 @@ from .optim import carry_optimizer_state, make_optimizer, make_scheduler, restor
 from .precision import autocast_context, resolve_precision, seed_everything
 from .progress import Progress
 from .run_files import RunFiles
-from .rundir import BEST, LAST, NonFiniteLoss, RunStopped, TrainingError
+from .rundir import BEST, LAST, NonFiniteLoss
 from .tblog import open_writer
 
 
@@ -144,7 +144,6 @@ class Trainer(RunFiles):
     @property
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
-
 
     def _zero_missing_grads(self) -> None:
         """A dropped branch's parameters get zero gradients, not none, so that weight decay and momentum still
@@ -435,18 +434,4 @@ class Trainer(RunFiles):
             dist_utils.cleanup()
 
 
-def run_training(config: Config, hooks: Sequence[Hook] = (), *, data: DataBundle | None = None,
-                 run_dir: str | Path | None = None, resume: bool = False,
-                 overwrite: bool = False) -> tuple[Trainer, dict[str, Any]]:
-    """Build a ``Trainer`` (arguments as there), fit it and release it; returns it (model, run folder) and the
-    summary. Ctrl-C or SIGTERM during ``fit`` come out as ``RunStopped``, which says what was saved."""
-    trainer = Trainer(config, hooks, data=data, run_dir=run_dir, resume=resume, overwrite=overwrite)
-    try:
-        return trainer, trainer.fit()
-    except KeyboardInterrupt as stop:
-        raise RunStopped(trainer.run_dir, trainer.epochs_saved, isinstance(stop, rundir.Terminated)) from None
-    finally:
-        trainer.close()
-
-
-__all__ = ["NonFiniteLoss", "RunStopped", "Trainer", "TrainingError", "run_training"]
+__all__ = ["Trainer"]
