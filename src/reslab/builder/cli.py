@@ -23,17 +23,19 @@ def build_config(config_path: Path | None, overrides: list[str]) -> Config:
     """The training config of ``reslab build``: ``reslab train``'s, with the ``resbuilder`` section added if
     it is missing, a run name, and (unless the file or ``--set`` gives ``train.epochs``) a run long enough for
     the search and then the default epochs for the network it finds."""
-    from ..train.config import TrainConfig, load_config, parse_override, read_yaml
+    from ..train.config import TrainConfig, config_from_dict, parse_override, read_yaml, source_label
     from .config import ResBuilderConfig
     from .schedule import run_epochs
 
-    config = load_config(config_path, overrides)
+    raw = read_yaml(config_path) if config_path is not None else {}
+    config = config_from_dict(raw, overrides, source_label(config_path, overrides))
     if "resbuilder" not in config.plugins:
         config = config.replace(plugins={**config.plugins, "resbuilder": ResBuilderConfig()})
     if config.name is None:
         config = config.replace(name=f"{config.data.name}_resbuilder")
-    file_train = (read_yaml(config_path).get("train") or {}) if config_path is not None else {}
-    if "epochs" not in file_train and ["train", "epochs"] not in [parse_override(o)[0] for o in overrides]:
+    set_keys = [parse_override(o)[0] for o in overrides]
+    epochs_given = "epochs" in (raw.get("train") or {}) or ["train", "epochs"] in set_keys
+    if not epochs_given:
         epochs = run_epochs(TrainConfig().epochs, config.plugins["resbuilder"].search_fraction)
         config = config.replace(train=replace(config.train, epochs=epochs))
     return config

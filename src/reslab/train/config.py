@@ -305,10 +305,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """The defaults, updated by the YAML file at ``path`` (if any), then by ``--set`` overrides."""
     raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(raw, overrides, source_label(path, overrides))
+
+
+def source_label(path: str | Path | None, overrides: Sequence[str] = ()) -> str:
+    """Where a config came from, as its errors name it: the file, ``--set``, or both."""
     where = str(path) if path is not None else ""
     if overrides:
         where = f"{where} with --set" if where else "--set"
-    return config_from_dict(raw, overrides, where)
+    return where
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), where: str = "") -> Config:
@@ -377,4 +382,5 @@ __all__ = [
     "load_config",
     "parse_override",
     "read_yaml",
+    "source_label",
 ]
