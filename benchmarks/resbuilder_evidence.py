@@ -29,7 +29,8 @@ and, seed by seed, ResBuilder against the fixed-depth curve read at the MACs it 
 
 Runs go two at a time (``--jobs``), one CPU thread each, longest first; every run is a ``reslab`` process
 whose folder lands in ``--work`` (default ``runs/resbuilder_evidence``), and a finished run (its
-``summary.json`` exists) is not run again, so an interrupted evidence run resumes. Wall times are those of
+``summary.json`` exists) is not run again and an unfinished one continues from its last checkpoint, so an
+interrupted evidence run resumes. Wall times are those of
 runs sharing the machine with one other run. CIFAR-10 is unpacked from ``../shared/data`` into the work
 folder (never into the repository) and decoded once (the decode is cached next to the images).
 """
@@ -159,9 +160,12 @@ def execute(run: Run, args: list[str], work: Path) -> dict:
     folder = work / "runs" / run.name
     summary = folder / "summary.json"
     if not summary.is_file():
-        command = "build" if run.method == "resbuilder" else "train"
+        # A ResBuilder run resumes like any other: its folder's config holds the resbuilder section, and its
+        # checkpoint the found-so-far spec and the search's state.
+        resume = (folder / "last.safetensors").is_file()
+        command = "build" if run.method == "resbuilder" and not resume else "train"
         cmd = [sys.executable, "-m", "reslab", command, "--out", str(work / "runs")]
-        if (folder / "last.safetensors").is_file() and command == "train":
+        if resume:
             cmd += ["--resume", str(folder)]
         elif folder.exists():
             cmd += ["--overwrite"]
