@@ -52,7 +52,7 @@ from cifar_folder import unpack_cifar
 
 from reslab.analysis import LinearizeConfig, StudyOptions, compare
 from reslab.analysis.apl import accuracy_at, common_grid, compare_at_equal_apl
-from reslab.analysis.paired import HOLDS, paired
+from reslab.analysis.paired import CONTRADICTED, HOLDS, paired
 from reslab.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,8 +218,9 @@ def linearisation_claims(label: str, runs: list[dict]) -> list[tuple[str, str, s
 def recovery(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
     """Is the fully nonlinear network's accuracy recovered after the penalty phase? Right after it, and after
     fine-tuning with every unit kept (fraction 1, when measured), against the trained network, paired over
-    seeds: "not recovered" when the drop holds (mean - 2 SE > 0), "recovered" when the drop is at most
-    RECOVERY_TOLERANCE points even at its upper end (mean + 2 SE), else "inconclusive"."""
+    seeds: "recovered" when the drop is at most RECOVERY_TOLERANCE points even at its upper end (mean + 2 SE),
+    "not recovered" when it exceeds the tolerance even at its lower end (mean - 2 SE), else "inconclusive".
+    (A drop that is real but inside the tolerance is recovered: the tolerance says how close is close.)"""
     rows = []
     for label, runs in results.items():
         base = [100 * r["linearize"]["baseline_accuracy"] for r in runs]
@@ -234,9 +235,9 @@ def recovery(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
                 stages["fine-tuned, all units kept"] = [k[0] for k in kept]
             for stage, accs in stages.items():
                 drop = paired(base, accs)
-                verdict = ("not recovered" if drop.verdict == HOLDS else
-                           f"recovered (drop + 2 SE <= {RECOVERY_TOLERANCE:g} point)"
-                           if drop.mean + 2 * drop.se <= RECOVERY_TOLERANCE else "inconclusive")
+                verdict = {HOLDS: f"recovered (drop + 2 SE <= {RECOVERY_TOLERANCE:g} point)",
+                           CONTRADICTED: f"not recovered (drop - 2 SE > {RECOVERY_TOLERANCE:g} point)",
+                           }.get(drop.at_most(RECOVERY_TOLERANCE), "inconclusive")
                 rows.append((f"{label}, {mode}-wise, {stage}",
                              f"trained {statistics.fmean(base):.2f} %, then {statistics.fmean(accs):.2f} % "
                              f"(drop {drop.show(unit=' points')})", verdict))

@@ -33,3 +33,14 @@ def test_paired_one_seed_is_inconclusive_and_mismatched_seeds_are_an_error():
     assert one.verdict == INCONCLUSIVE and math.isnan(one.se) and one.show() == "+10.00 ± n/a"
     with pytest.raises(AnalysisError, match="same seeds"):
         paired([1.0, 2.0], [1.0])
+
+
+def test_a_difference_at_most_a_limit_is_judged_by_both_ends_of_its_interval():
+    # Drops of 0.1-0.3 points: real (every seed lost accuracy) but well inside a 1-point tolerance.
+    small = paired([98.3, 98.4, 98.2], [98.1, 98.1, 98.1])
+    assert small.verdict == HOLDS and small.at_most(1.0) == HOLDS
+    large = paired([98.0, 98.2, 98.1], [96.0, 96.1, 96.3])  # about 2 points lost on every seed
+    assert large.at_most(1.0) == CONTRADICTED
+    noisy = paired([98.0, 98.0, 98.0], [97.9, 96.0, 97.4])  # mean drop 0.9, spread too wide to say
+    assert noisy.at_most(1.0) == INCONCLUSIVE
+    assert paired([98.0], [97.0]).at_most(1.0) == INCONCLUSIVE  # one seed: no spread to judge by

@@ -27,6 +27,16 @@ class Paired:
     se: float  # standard error of the mean difference (nan with one seed)
     verdict: str
 
+    def at_most(self, limit: float) -> str:
+        """The verdict on "a - b is at most ``limit``" (say, an accuracy drop within a tolerance): holds when
+        even the upper end mean + 2 SE is, contradicted when even the lower end mean - 2 SE exceeds it. A real
+        but small difference is thus within the limit, which the sign rule of ``verdict`` cannot say."""
+        if math.isnan(self.se):
+            return INCONCLUSIVE
+        if self.mean + 2 * self.se <= limit:
+            return HOLDS
+        return CONTRADICTED if self.mean - 2 * self.se > limit else INCONCLUSIVE
+
     def show(self, scale: float = 1.0, unit: str = "") -> str:
         """``+1.23 ± 0.45 points``: the mean difference ± 2 SE, times ``scale``."""
         spread = "n/a" if math.isnan(self.se) else f"{2 * scale * self.se:.2f}"
