@@ -30,9 +30,9 @@ and, seed by seed, ResBuilder against the fixed-depth curve read at the MACs it 
 Runs go two at a time (``--jobs``), one CPU thread each, longest first; every run is a ``reslab`` process
 whose folder lands in ``--work`` (default ``runs/resbuilder_evidence``), and a finished run (its
 ``summary.json`` exists) is not run again and an unfinished one continues from its last checkpoint, so an
-interrupted evidence run resumes. Wall times are those of
-runs sharing the machine with one other run. CIFAR-10 is unpacked from ``../shared/data`` into the work
-folder (never into the repository) and decoded once (the decode is cached next to the images).
+interrupted evidence run resumes. Wall times are those of runs sharing the machine with one other run.
+CIFAR-10 is unpacked from ``../shared/data`` into the work folder (never into the repository) and decoded
+once (the decode is cached next to the images).
 """
 
 from __future__ import annotations

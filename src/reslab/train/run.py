@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataBundle
-from . import rundir
 from .config import Config
 from .engine import Trainer
 from .hooks import Hook
-from .rundir import RunStopped
+from .rundir import RunStopped, Terminated
 
 
 def run_training(config: Config, hooks: Sequence[Hook] = (), *, data: DataBundle | None = None,
@@ -27,7 +26,7 @@ def run_training(config: Config, hooks: Sequence[Hook] = (), *, data: DataBundle
     try:
         return trainer, trainer.fit()
     except KeyboardInterrupt as stop:
-        raise RunStopped(trainer.run_dir, trainer.epochs_saved, isinstance(stop, rundir.Terminated)) from None
+        raise RunStopped(trainer.run_dir, trainer.epochs_saved, isinstance(stop, Terminated)) from None
     finally:
         trainer.close()
 
