@@ -30,10 +30,12 @@ Run the two datasets side by side, one thread each, to use both cores:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/depth_evidence.py --datasets mnist &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/depth_evidence.py --datasets cifar10
-    .venv/bin/python benchmarks/depth_evidence.py --publish     # then: reuses both, writes docs/depth/
+    .venv/bin/python benchmarks/depth_evidence.py --publish     # then: reuses both, writes docs/depth/apl/
     .venv/bin/python benchmarks/depth_evidence.py --scale tiny  # a few minutes, checks that it all runs
 
-Work goes to ``--work`` (default ``runs/depth_evidence``)/<scale>; an interrupted run resumes from its
+Work goes to ``--work`` (default ``runs/depth_evidence``)/<scale> (``<scale>_lr<rate>`` with ``--apl-lr``), and
+``--publish`` copies each dataset's report and plots, and the verdicts, to ``docs/depth/`` under the same
+name (``claims.md`` for both datasets, ``claims_<dataset>.md`` for one); an interrupted run resumes from its
 finished runs and studies. CIFAR-10 is unpacked from ``../shared/data/cifar10-jpg/cifar10-jpg.tar.gz`` into
 the work folder (never into the repository) and decoded once (the decode is cached next to the images).
 """
@@ -41,6 +43,7 @@ the work folder (never into the repository) and decoded once (the decode is cach
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -285,10 +288,18 @@ def main() -> int:
     parser.add_argument("--scale", choices=list(SCALES), default="apl")
     parser.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10"], default=["mnist", "cifar10"])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "depth_evidence")
-    parser.add_argument("--publish", action="store_true", help="copy reports and plots to docs/depth/")
+    parser.add_argument("--publish", action="store_true", help="copy reports and plots to docs/depth/<scale>/")
+    parser.add_argument("--apl-lr", type=float, help=f"the linearisation's weights' learning rate "
+                        f"(default: the scale's; apl: {APL_LR}); runs at another rate go to their own work folder")
     args = parser.parse_args()
-    scale = SCALES[args.scale]
-    work = args.work / args.scale
+    scale = dict(SCALES[args.scale])
+    name = args.scale
+    if args.apl_lr is not None:
+        options = scale["options"]
+        scale["options"] = dataclasses.replace(
+            options, linearize=dataclasses.replace(options.linearize, lr=args.apl_lr))
+        name = f"{args.scale}_lr{args.apl_lr:g}"
+    work = args.work / name
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -307,7 +318,7 @@ def main() -> int:
         plot_apl(results, out_dir / "linearize_apl.png")
         log(f"{dataset}: report {report}, accuracy against APL {out_dir / 'linearize_apl.png'}")
         if args.publish:
-            target = REPO / "docs" / "depth" / dataset
+            target = REPO / "docs" / "depth" / name / dataset
             target.mkdir(parents=True, exist_ok=True)
             # The raw compare.json (about 150 kB per dataset) stays in the work folder.
             for name in ("report.md", "lesion.png", "paths.png", "linearize.png", "linearize_apl.png",
@@ -315,7 +326,7 @@ def main() -> int:
                 shutil.copy2(out_dir / name, target / name)
     minutes = (time.perf_counter() - start) / 60
     lines = ["# Depth evidence: the papers' claims against the measurements", "",
-             f"Scale `{args.scale}`, seeds {scale['seeds']}, {minutes:.1f} min.", ""]
+             f"Scale `{name}`, seeds {scale['seeds']}, {minutes:.1f} min.", ""]
     for dataset, rows in verdicts.items():
         lines += [f"## {dataset}", "", "Lesion and path claims: mean ± sd over seeds, with each claim's own rule; "
                   "linearisation: paired per-seed differences, mean ± 2 SE (holds when mean − 2 SE > 0, "
@@ -328,9 +339,10 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     both = set(args.datasets) == {"mnist", "cifar10"}
-    (work / ("claims.md" if both else f"claims_{args.datasets[0]}.md")).write_text(text)
-    if args.publish and both:
-        (REPO / "docs" / "depth" / "claims.md").write_text(text)
+    claims_name = "claims.md" if both else f"claims_{args.datasets[0]}.md"
+    (work / claims_name).write_text(text)
+    if args.publish:
+        (REPO / "docs" / "depth" / name / claims_name).write_text(text)
     return 0
 
 
