@@ -321,9 +321,9 @@ def main() -> int:
             target = REPO / "docs" / "depth" / name / dataset
             target.mkdir(parents=True, exist_ok=True)
             # The raw compare.json (about 150 kB per dataset) stays in the work folder.
-            for name in ("report.md", "lesion.png", "paths.png", "linearize.png", "linearize_apl.png",
-                         "effective_depth.png"):
-                shutil.copy2(out_dir / name, target / name)
+            for file_name in ("report.md", "lesion.png", "paths.png", "linearize.png", "linearize_apl.png",
+                              "effective_depth.png"):
+                shutil.copy2(out_dir / file_name, target / file_name)
     minutes = (time.perf_counter() - start) / 60
     lines = ["# Depth evidence: the papers' claims against the measurements", "",
              f"Scale `{name}`, seeds {scale['seeds']}, {minutes:.1f} min.", ""]
