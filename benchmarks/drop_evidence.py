@@ -28,18 +28,18 @@ Designs (``--scale``):
 * ``tiny``: a few minutes, checks that it all runs.
 
 Budget of ``overfit`` (measured 2026-12-03 on the Xeon with AMX-BF16, 1 torch thread, bf16 + channels-last,
-eager, batch 128, while two other training processes shared the 2 cores): 360 images/s without a drop path,
-440 with stochastic depth, 330 with ShakeDrop; evaluation at 930 images/s. One run is 0.24 M training image
-passes, about 12 minutes with the test curve (4 x 10,000 images); 12 runs with ``--jobs 2`` (two 1-thread
-runs side by side) take about 1.2 hours on 2 cores. (A first version of this design, 5,000 images and 200
-epochs, 1.0 M passes a run and about 4.7 hours in all, did not fit a working session and was not run to the
+eager, batch 128, while two other training processes shared the 2 cores): 360 images/s without a drop path, 440
+with stochastic depth, 330 with ShakeDrop; evaluation at 930 images/s. One run is 0.24 M training image passes,
+12 to 15 minutes with the test curve (4 x 10,000 images; measured 2026-12-07); 12 runs with ``--jobs 2`` (two
+1-thread runs side by side) take about 1.4 hours on 2 cores. (A first version of this design, 5,000 images and
+200 epochs, 1.0 M passes a run and about 4.7 hours in all, did not fit a working session and was not run to the
 end: its first baseline was at 99.9 % training accuracy by epoch 115.) The design trains eager: ``--compile``
 (``train.compile``) computes dropped branches (no skip saving, see docs/regularisers.md), and in a short check
 through the engine (PyramidNet-20 alpha 48, 1,000 images, 3 epochs, 1 thread, same load) it gained nothing for
 stochastic depth (about 360 against 380 images/s eager after the first epoch) and made ShakeDrop 5x slower
 (about 60 against 300 images/s).
 
-    .venv/bin/python benchmarks/drop_evidence.py --jobs 2              # overfit design, about 1.2 h
+    .venv/bin/python benchmarks/drop_evidence.py --jobs 2              # overfit design, about 1.4 h
     .venv/bin/python benchmarks/drop_evidence.py --scale tiny --jobs 2 # a few minutes
 
 Work goes to ``--work`` (default ``runs/drop_evidence``)/<scale>: one run folder per variant and seed, then
